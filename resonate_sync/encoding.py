@@ -1,0 +1,169 @@
+"""Values and exceptions to and from a promise's ``{headers, data}``.
+
+Data is base64 of UTF-8 JSON, as the Resonate server and its SDKs expect. JSON
+is the contract: tuples come back as lists and dict keys as strings, and NaN
+or infinity are refused because other SDKs cannot read them.
+
+An exception is stored as ``{"__type": "error", "name", "message", ...}`` (the
+shape the TypeScript SDK reads) plus the module, qualified name and arguments
+Python needs to raise the same type again. Only classes whose module is
+already imported are looked up: decoding never imports code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sys
+import traceback
+from typing import Any, Dict, Optional
+
+from .exceptions import EncodingError, ResonateError
+from .promise import EMPTY, Value
+
+__all__ = [
+    "InvocationError",
+    "decode_error",
+    "decode_json",
+    "decode_value",
+    "encode_error",
+    "encode_json",
+    "encode_value",
+]
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+
+
+class InvocationError(ResonateError):
+    """A rejection whose exception type this process cannot rebuild.
+
+    :ivar name: the exception's type name as stored.
+    :ivar value: the stored rejected value, decoded from JSON.
+    """
+
+
+def encode_json(obj: Any, what: str = "value") -> str:
+    """Encode ``obj`` to base64 of UTF-8 JSON.
+
+    :param what: names the value in the error, such as ``"argument 1 of 'work'"``.
+    :raises EncodingError: when ``obj`` is not JSON (sets, objects, NaN, cycles).
+    """
+    try:
+        text = _dumps(obj)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise EncodingError(
+            f"{what} cannot be encoded as JSON: {err}", value=repr(obj)[:200]
+        ) from err
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def decode_json(data: Optional[str], what: str = "value") -> Any:
+    """Decode base64 of UTF-8 JSON; absent data is None.
+
+    :raises EncodingError: when the data is not base64 of UTF-8 JSON.
+    """
+    if not data:
+        return None
+    try:
+        return json.loads(base64.b64decode(data, validate=True).decode("utf-8"))
+    except (binascii.Error, UnicodeDecodeError, ValueError) as err:
+        raise EncodingError(f"{what} is not base64 of UTF-8 JSON: {err}") from err
+
+
+def encode_value(obj: Any, what: str = "value") -> Value:
+    """Encode a function's value or arguments as a promise value."""
+    return Value(None, encode_json(obj, what))
+
+
+def decode_value(value: Value, what: str = "value") -> Any:
+    """Decode a promise value made by :func:`encode_value` (empty is None)."""
+    return decode_json(value.data, what)
+
+
+def encode_error(error: BaseException) -> Value:
+    """Encode an exception so that :func:`decode_error` raises the same type again."""
+    cls = type(error)
+    body: Dict[str, Any] = {
+        "__type": "error",
+        "name": cls.__name__,
+        "message": str(error),
+        "module": cls.__module__,
+        "qualname": cls.__qualname__,
+        "stack": "".join(traceback.format_exception(error))[-4000:],
+    }
+    if isinstance(error, ResonateError):
+        body["code"] = error.code
+        body["fields"] = _jsonable(error.fields)
+    else:
+        body["args"] = _jsonable(list(error.args))
+    return Value(None, encode_json(body))
+
+
+def _jsonable(obj: Any) -> Any:
+    # Arguments that are not JSON are kept as their repr: the type and
+    # message still come back, which is what callers branch on.
+    try:
+        _dumps(obj)
+        return obj
+    except (TypeError, ValueError, RecursionError):
+        if isinstance(obj, dict):
+            return {str(key): _jsonable(item) for key, item in obj.items()}
+        if isinstance(obj, list):
+            return [_jsonable(item) for item in obj]
+        return repr(obj)
+
+
+def decode_error(value: Value) -> BaseException:
+    """Rebuild the exception a rejected promise stores.
+
+    A type that cannot be found among imported modules, or a value that is not
+    an encoded exception (another SDK's rejection), becomes
+    :class:`InvocationError` carrying the stored name and message.
+    """
+    body = decode_value(value, "rejected value")
+    if not isinstance(body, dict) or body.get("__type") != "error":
+        return InvocationError(f"rejected with {body!r}", name=None, value=body)
+
+    cls = _find_class(body.get("module"), body.get("qualname"))
+    error = _instantiate(cls, body) if cls is not None else None
+    if error is None:
+        name, message = body.get("name"), body.get("message")
+        error = InvocationError(f"{name}: {message}", name=name, value=body)
+    return error
+
+
+def _find_class(module: Any, qualname: Any) -> Optional[type]:
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return None
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if isinstance(found, type) and issubclass(found, BaseException):
+        return found
+    return None
+
+
+def _instantiate(cls: type, body: Dict[str, Any]) -> Optional[BaseException]:
+    if issubclass(cls, ResonateError):
+        fields = body.get("fields") if isinstance(body.get("fields"), dict) else {}
+        error = cls.__new__(cls)
+        ResonateError.__init__(
+            error, str(body.get("message")), code=body.get("code"), **fields
+        )
+        return error
+
+    args = body.get("args")
+    args = args if isinstance(args, list) else [body.get("message")]
+    try:
+        return cls(*args)
+    except Exception:
+        # A constructor with other arguments: keep the type and message.
+        try:
+            error = cls.__new__(cls)
+            BaseException.__init__(error, *args)
+            return error
+        except Exception:
+            return None

@@ -1,0 +1,156 @@
+"""Group commit: the writes of many threads share one SQLite transaction.
+
+Every write goes through :meth:`GroupCommit.run`. A caller queues its write and
+takes the commit lock; whoever holds it drains the queue and commits all the
+queued writes in one transaction, then wakes their callers. Alone, a caller
+commits its own write with no hand-off to another thread; under load, one
+commit (one fsync, one lock round trip) pays for many writes.
+
+A write is a function of the connection. It reads, decides by the rules of
+``promise.py`` and writes; it may raise a
+:class:`~resonate_sync.exceptions.ResonateError` after writing (a lazy timeout
+is stored even when the request is then refused). A ``sqlite3.Error`` aborts
+the whole transaction: every write in it fails with
+:class:`~resonate_sync.exceptions.StoreError` and none of them is stored.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sqlite3
+import threading
+import time
+from typing import Any, Callable, Deque, List, Optional
+
+from ..exceptions import ResonateError, StoreError
+
+__all__ = ["GroupCommit"]
+
+logger = logging.getLogger(__name__)
+
+Write = Callable[[sqlite3.Connection], Any]
+
+# Writes per transaction at most: bounds the time one leader holds the lock.
+_MAX_BATCH = 2000
+
+
+class _Slot:
+    __slots__ = ("write", "done", "value", "error")
+
+    def __init__(self, write: Write) -> None:
+        self.write = write
+        self.done = False
+        self.value: Any = None
+        self.error: Optional[BaseException] = None
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class GroupCommit:
+    """Runs writes on one connection, many per transaction.
+
+    :param connection: returns the write connection (opened in autocommit
+        mode, ``isolation_level=None``); called under the commit lock.
+    :param locked_for: seconds to keep retrying while another process holds
+        the database's write lock, beyond SQLite's own busy timeout.
+    """
+
+    def __init__(
+        self, connection: Callable[[], sqlite3.Connection], locked_for: float = 60.0
+    ) -> None:
+        self._connection = connection
+        self._locked_for = locked_for
+        self._lock = threading.Lock()
+        self._queue: Deque[_Slot] = collections.deque()
+
+    def run(self, write: Write) -> Any:
+        """Run ``write`` in a committed transaction and return what it returned.
+
+        Blocks until the transaction holding the write has committed.
+        :raises StoreError: when the database failed; nothing was written.
+        """
+        slot = _Slot(write)
+        self._queue.append(slot)
+        with self._lock:
+            while not slot.done:
+                self._commit_batch()
+        return slot.result()
+
+    def reset_after_fork(self) -> None:
+        """Forget a lock and queue that belonged to the parent's threads."""
+        self._lock = threading.Lock()
+        self._queue = collections.deque()
+
+    def _commit_batch(self) -> None:
+        batch: List[_Slot] = []
+        while self._queue and len(batch) < _MAX_BATCH:
+            batch.append(self._queue.popleft())
+        try:
+            self._transaction(batch)
+        except BaseException as err:
+            # Every caller in the batch must wake with an error, or a caller
+            # whose write was drained would wait for a commit that never comes.
+            failure = _store_error(err)
+            for slot in batch:
+                slot.value, slot.error = None, failure
+        for slot in batch:
+            slot.done = True
+
+    def _transaction(self, batch: List[_Slot]) -> None:
+        connection = self._connection()
+        self._begin(connection)
+        try:
+            for slot in batch:
+                slot.value, slot.error = _apply(slot.write, connection)
+            connection.execute("COMMIT")
+        except BaseException:
+            _rollback(connection)
+            raise
+
+    def _begin(self, connection: sqlite3.Connection) -> None:
+        # BEGIN IMMEDIATE takes the write lock up front, so a transaction never
+        # fails later upgrading a read lock (sqlite.org/lang_transaction.html).
+        # busy_timeout waits inside SQLite; this loop outlasts a long writer.
+        deadline = time.monotonic() + self._locked_for
+        delay = 0.005
+        while True:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as err:
+                if not _is_busy(err) or time.monotonic() >= deadline:
+                    raise
+                logger.warning("database is locked, retrying in %.3fs", delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+def _apply(write: Write, connection: sqlite3.Connection) -> Any:
+    try:
+        return write(connection), None
+    except ResonateError as err:
+        return None, err
+
+
+def _store_error(err: BaseException) -> BaseException:
+    if not isinstance(err, sqlite3.Error):
+        return err
+    failure = StoreError(f"sqlite write failed: {err}")
+    failure.__cause__ = err
+    return failure
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    try:
+        connection.execute("ROLLBACK")
+    except sqlite3.Error:
+        logger.debug("rollback failed; the transaction was already closed")
+
+
+def _is_busy(err: sqlite3.OperationalError) -> bool:
+    text = str(err).lower()
+    return "locked" in text or "busy" in text

@@ -1,0 +1,492 @@
+"""The embedded store: durable promises in one SQLite file.
+
+Safe for many threads and for several processes on one file: the database is
+in WAL mode (readers never block the writer), every write transaction starts
+with ``BEGIN IMMEDIATE`` under a busy timeout, and writes of many threads share
+one transaction (see ``_commit.py``). ``PRAGMA user_version`` records the
+schema version so a later release can migrate.
+
+Durability: ``synchronous=NORMAL`` by default, which in WAL mode survives a
+crash or kill of the process at any point; a power loss may roll back the last
+commits. Pass ``synchronous="FULL"`` to fsync every commit
+(sqlite.org/pragma.html#pragma_synchronous).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import sqlite_utils
+
+from .. import promise as rules
+from ..exceptions import InvalidRequestError, StoreError
+from ..promise import EMPTY, DurablePromise, State, Value
+from ._commit import GroupCommit
+from .base import SearchPage, Written, validate_value
+
+__all__ = ["SQLiteStore"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_COLUMNS = (
+    "id, state, timeout, param_headers, param_data, value_headers, value_data,"
+    " tags, idempotency_key_for_create, idempotency_key_for_complete,"
+    " created_on, completed_on"
+)
+_SELECT = f"SELECT sort_id, {_COLUMNS} FROM promises"
+_INSERT = f"INSERT INTO promises ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+_UPDATE = (
+    "UPDATE promises SET state = ?, value_headers = ?, value_data = ?,"
+    " idempotency_key_for_complete = ?, completed_on = ? WHERE id = ?"
+)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SQLiteStore:
+    """Durable promises in a SQLite file, through sqlite-utils.
+
+    :param path: the database file; created with its schema when missing.
+    :param clock: returns now in epoch milliseconds (injected by tests).
+    :param busy_timeout: seconds to wait for another process's write lock.
+    :param synchronous: ``"NORMAL"`` (default) or ``"FULL"``.
+
+    Thread-safe. Usable after ``os.fork()``: the child opens its own
+    connections and never touches the parent's.
+    """
+
+    def __init__(
+        self,
+        path: "str | os.PathLike[str]" = "resonate.db",
+        *,
+        clock: Callable[[], int] = _now_ms,
+        busy_timeout: float = 60.0,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        if str(synchronous).upper() not in ("NORMAL", "FULL", "EXTRA"):
+            raise InvalidRequestError(
+                f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}"
+            )
+        self.path = os.fspath(path)
+        self.clock = clock
+        self._busy_timeout = busy_timeout
+        self._synchronous = str(synchronous).upper()
+        self._pid = os.getpid()
+        self._inherited: List[sqlite3.Connection] = []
+        self._open()
+
+    # -- connections ------------------------------------------------------
+
+    def _open(self) -> None:
+        self._local = threading.local()
+        self._readers: List[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer = self._connect()
+        self._commit = GroupCommit(self._writer_connection, self._busy_timeout)
+        self._commit.run(_migrate)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            sqlite_utils.Database(connection).enable_wal()
+            connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot open sqlite database {self.path!r}: {err}") from err
+        return connection
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        return self._writer
+
+    def _reader(self) -> sqlite3.Connection:
+        self._check_fork()
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._local.connection = connection
+            with self._readers_lock:
+                self._readers.append(connection)
+        return connection
+
+    def _check_fork(self) -> None:
+        # A SQLite connection must not be used across fork() (sqlite.org/faq
+        # "threadsafe", howtocorrupt.html 2.6). The child keeps the parent's
+        # objects alive but unused, so that closing them cannot release
+        # locks the parent holds, and opens its own.
+        if self._pid == os.getpid():
+            return
+        self._inherited.extend([self._writer, *self._readers])
+        self._pid = os.getpid()
+        self._open()
+
+    def _write(self, write: Callable[[sqlite3.Connection], Any]) -> Any:
+        self._check_fork()
+        return self._commit.run(write)
+
+    def close(self) -> None:
+        """Close this process's connections; the store is unusable afterwards."""
+        if self._pid != os.getpid():
+            return
+        for connection in [self._writer, *self._readers]:
+            try:
+                connection.close()
+            except sqlite3.Error:
+                logger.debug("closing a connection to %s failed", self.path)
+
+    # -- promises ---------------------------------------------------------
+
+    def create(
+        self,
+        promise_id: str,
+        timeout: int,
+        *,
+        param: Value = EMPTY,
+        tags: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
+        strict: bool = False,
+    ) -> Written:
+        """Create a pending promise, or answer a duplicate create (see ``base.py``).
+
+        Blocks until committed. Thread-safe.
+        :raises PromiseAlreadyExistsError: when the id is taken (409).
+        :raises InvalidRequestError: for a malformed id, timeout, param or tags.
+        :raises StoreError: when the database failed.
+        """
+        new = DurablePromise(
+            id=rules.validate_id(promise_id),
+            state=State.PENDING,
+            timeout=rules.validate_timeout(timeout),
+            param=validate_value(param, "param"),
+            tags=rules.validate_tags(tags),
+            idempotency_key_for_create=idempotency_key,
+            created_on=self.clock(),
+        )
+        return self._write(lambda connection: _create(connection, new, strict))
+
+    def complete(
+        self,
+        promise_id: str,
+        state: State,
+        *,
+        value: Value = EMPTY,
+        idempotency_key: Optional[str] = None,
+        strict: bool = False,
+    ) -> Written:
+        """Complete a promise, or answer a duplicate completion (see ``base.py``).
+
+        Blocks until committed. Thread-safe.
+        :raises PromiseNotFoundError: when there is no such promise (404).
+        :raises PromiseAlreadyCompletedError: when it is already completed (403).
+        :raises InvalidRequestError: for a state that is not a completion.
+        :raises StoreError: when the database failed.
+        """
+        rules.validate_id(promise_id)
+        state = State.parse(state)
+        value = validate_value(value, "value")
+        request = (promise_id, state, value, idempotency_key, bool(strict))
+        return self._write(lambda connection: _complete(connection, request, self.clock()))
+
+    def resolve(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
+        """Shorthand for ``complete(promise_id, State.RESOLVED, value=value)``."""
+        return self.complete(promise_id, State.RESOLVED, value=value, **kwargs)
+
+    def reject(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
+        """Shorthand for ``complete(promise_id, State.REJECTED, value=value)``."""
+        return self.complete(promise_id, State.REJECTED, value=value, **kwargs)
+
+    def cancel(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
+        """Shorthand for ``complete(promise_id, State.REJECTED_CANCELED, ...)``."""
+        return self.complete(promise_id, State.REJECTED_CANCELED, value=value, **kwargs)
+
+    def get(self, promise_id: str) -> DurablePromise:
+        """Read a promise, timing it out first when its timeout has passed.
+
+        Does not block on writers, except to store a lazy timeout. Thread-safe.
+        :raises PromiseNotFoundError: when there is no such promise.
+        :raises StoreError: when the database failed.
+        """
+        rules.validate_id(promise_id)
+        found = self._read(lambda connection: _select(connection, promise_id))
+        if found is None:
+            raise rules.not_found(promise_id)
+        if rules.settle(found, self.clock()) is not found:
+            found = self._write(lambda connection: _settle_one(connection, promise_id, self.clock()))
+        return found
+
+    def search(
+        self,
+        pattern: Optional[str] = None,
+        *,
+        state: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> SearchPage:
+        """One page of promises whose id matches ``pattern``, newest first.
+
+        ``*`` is the only wildcard and the pattern is anchored. ``state`` is
+        pending, resolved or rejected (canceled and timed out included);
+        ``tags`` must all match exactly; ``limit`` is 1 to 100 (0 or None: 100).
+        With ``cursor``, the query comes from the cursor alone.
+        :raises InvalidRequestError: for a bad pattern, state, limit or cursor.
+        """
+        query = _decode_cursor(cursor) if cursor else _query(pattern, state, tags, limit)
+        states = rules.states_for_filter(query["state"])
+        self._settle_due()
+        rows = self._read(lambda connection: _search(connection, query, states))
+        promises = [promise for _, promise in rows]
+        next_cursor = None
+        if len(rows) == query["limit"]:
+            next_cursor = _encode_cursor({**query, "before": rows[-1][0]})
+        return SearchPage(promises, next_cursor)
+
+    # -- helpers ----------------------------------------------------------
+
+    def _read(self, read: Callable[[sqlite3.Connection], Any]) -> Any:
+        try:
+            return read(self._reader())
+        except sqlite3.Error as err:
+            raise StoreError(f"sqlite read of {self.path!r} failed: {err}") from err
+
+    def _settle_due(self) -> None:
+        now = self.clock()
+        due = self._read(
+            lambda connection: connection.execute(
+                "SELECT 1 FROM promises WHERE state = 'PENDING' AND timeout <= ? LIMIT 1",
+                (now,),
+            ).fetchone()
+        )
+        if due:
+            self._write(lambda connection: _settle_all(connection, now))
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+
+# -- writes (run inside a transaction by GroupCommit) ---------------------
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {version} is newer than this release ({SCHEMA_VERSION})"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    db = sqlite_utils.Database(connection)
+    db["promises"].create(
+        {
+            "sort_id": int, "id": str, "state": str, "timeout": int,
+            "param_headers": str, "param_data": str,
+            "value_headers": str, "value_data": str, "tags": str,
+            "idempotency_key_for_create": str, "idempotency_key_for_complete": str,
+            "created_on": int, "completed_on": int,
+        },
+        pk="sort_id",
+        not_null={"id", "state", "timeout", "created_on"},
+        if_not_exists=True,
+    )
+    db["promises"].create_index(["id"], unique=True, if_not_exists=True)
+    # Pending promises are what timeouts and recovery look for: a partial
+    # index keeps that cost proportional to the pending set, not the store.
+    connection.execute(
+        "CREATE INDEX IF NOT EXISTS promises_pending_timeout"
+        " ON promises (timeout) WHERE state = 'PENDING'"
+    )
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    logger.info("created promise schema version %d", SCHEMA_VERSION)
+
+
+def _create(connection: sqlite3.Connection, new: DurablePromise, strict: bool) -> Written:
+    # The common case, a new id, is one statement; anything else reads the
+    # stored promise and lets the rules decide.
+    cursor = connection.execute(
+        _INSERT.replace("INSERT", "INSERT OR IGNORE", 1), _row_values(new)
+    )
+    if cursor.rowcount == 1:
+        logger.debug("promise %r created", new.id)
+        return Written(new, True)
+    stored = _select(connection, new.id)
+    transition = rules.create(stored, new, strict, new.created_on)
+    return _apply(connection, transition, stored)
+
+
+def _complete(connection: sqlite3.Connection, request: Tuple, now: int) -> Written:
+    promise_id, state, value, key, strict = request
+    stored = _select(connection, promise_id)
+    transition = rules.complete(stored, promise_id, state, value, key, strict, now)
+    return _apply(connection, transition, stored)
+
+
+def _settle_one(connection: sqlite3.Connection, promise_id: str, now: int) -> DurablePromise:
+    stored = _select(connection, promise_id)
+    if stored is None:
+        raise rules.not_found(promise_id)
+    settled = rules.settle(stored, now)
+    if settled is not stored:
+        _update(connection, settled)
+    return settled
+
+
+def _settle_all(connection: sqlite3.Connection, now: int) -> None:
+    rows = connection.execute(
+        f"{_SELECT} WHERE state = 'PENDING' AND timeout <= ?", (now,)
+    ).fetchall()
+    for row in rows:
+        _update(connection, rules.settle(_promise(row), now))
+
+
+def _apply(
+    connection: sqlite3.Connection,
+    transition: rules.Transition,
+    stored: Optional[DurablePromise],
+) -> Written:
+    if transition.changed and transition.promise is not None:
+        if stored is None:
+            connection.execute(_INSERT, _row_values(transition.promise))
+        else:
+            _update(connection, transition.promise)
+    if transition.error is not None:
+        raise transition.error
+    assert transition.promise is not None
+    return Written(transition.promise, transition.status == 201)
+
+
+def _update(connection: sqlite3.Connection, promise: DurablePromise) -> None:
+    logger.debug("promise %r is %s", promise.id, promise.state.value)
+    connection.execute(
+        _UPDATE,
+        (
+            promise.state.value,
+            _dump(promise.value.headers),
+            promise.value.data,
+            promise.idempotency_key_for_complete,
+            promise.completed_on,
+            promise.id,
+        ),
+    )
+
+
+# -- reads ----------------------------------------------------------------
+
+
+def _select(connection: sqlite3.Connection, promise_id: str) -> Optional[DurablePromise]:
+    row = connection.execute(f"{_SELECT} WHERE id = ?", (promise_id,)).fetchone()
+    return None if row is None else _promise(row)
+
+
+def _search(connection: sqlite3.Connection, query: Dict[str, Any], states: Any) -> List:
+    sql = [f"{_SELECT} WHERE id GLOB ?"]
+    params: List[Any] = [_glob(query["pattern"])]
+    if states is not None:
+        sql.append(f"AND state IN ({','.join('?' * len(states))})")
+        params.extend(sorted(state.value for state in states))
+    for key, value in sorted(query["tags"].items()):
+        sql.append(
+            "AND EXISTS (SELECT 1 FROM json_each(promises.tags)"
+            " WHERE json_each.key = ? AND json_each.value = ?)"
+        )
+        params.extend([key, value])
+    if query.get("before") is not None:
+        sql.append("AND sort_id < ?")
+        params.append(query["before"])
+    sql.append("ORDER BY sort_id DESC LIMIT ?")
+    params.append(query["limit"])
+    rows = connection.execute(" ".join(sql), params).fetchall()
+    return [(row[0], _promise(row)) for row in rows]
+
+
+def _glob(pattern: str) -> str:
+    # GLOB is case-sensitive like our rule; escape its other wildcards so
+    # that only '*' is special (sqlite.org/lang_expr.html#glob).
+    return pattern.replace("[", "[[]").replace("?", "[?]")
+
+
+def _promise(row: Tuple) -> DurablePromise:
+    (_, promise_id, state, timeout, param_headers, param_data, value_headers,
+     value_data, tags, key_create, key_complete, created_on, completed_on) = row
+    return DurablePromise(
+        id=promise_id,
+        state=State(state),
+        timeout=timeout,
+        param=Value(_load(param_headers), param_data) if param_headers or param_data else EMPTY,
+        value=Value(_load(value_headers), value_data) if value_headers or value_data else EMPTY,
+        tags=_load(tags) or {},
+        idempotency_key_for_create=key_create,
+        idempotency_key_for_complete=key_complete,
+        created_on=created_on,
+        completed_on=completed_on,
+    )
+
+
+def _row_values(promise: DurablePromise) -> Tuple:
+    return (
+        promise.id, promise.state.value, promise.timeout,
+        _dump(promise.param.headers), promise.param.data or None,
+        _dump(promise.value.headers), promise.value.data or None,
+        _dump(promise.tags), promise.idempotency_key_for_create,
+        promise.idempotency_key_for_complete, promise.created_on,
+        promise.completed_on,
+    )
+
+
+def _dump(mapping: Optional[Mapping[str, str]]) -> Optional[str]:
+    return json.dumps(dict(mapping), ensure_ascii=False) if mapping else None
+
+
+def _load(text: Optional[str]) -> Any:
+    return json.loads(text) if text else None
+
+
+# -- search queries and cursors -------------------------------------------
+
+
+def _query(
+    pattern: Optional[str], state: Optional[str], tags: Optional[Mapping[str, str]],
+    limit: Optional[int],
+) -> Dict[str, Any]:
+    if not isinstance(pattern, str) or not pattern:
+        raise InvalidRequestError(f"search pattern must be a non-empty string, not {pattern!r}")
+    rules.states_for_filter(state)
+    if limit is None or limit == 0:
+        limit = 100
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 100:
+        raise InvalidRequestError(f"search limit must be 0 to 100, not {limit!r}")
+    return {"pattern": pattern, "state": state, "tags": rules.validate_tags(tags),
+            "limit": limit, "before": None}
+
+
+def _encode_cursor(query: Dict[str, Any]) -> str:
+    text = json.dumps(query, ensure_ascii=False, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _decode_cursor(cursor: str) -> Dict[str, Any]:
+    try:
+        query = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+        checked = _query(query["pattern"], query["state"], query["tags"], query["limit"])
+        before = query["before"]
+        if not isinstance(before, int):
+            raise ValueError(before)
+    except (binascii.Error, UnicodeError, ValueError, KeyError, TypeError,
+            AttributeError, InvalidRequestError) as err:
+        raise InvalidRequestError(f"search cursor {cursor!r} is not valid") from err
+    return {**checked, "before": before}
