@@ -15,25 +15,33 @@ from .exceptions import (
     ResonateError,
     StoreError,
 )
+from .context import Context
+from .handle import InvocationHandle
+from .options import Options
 from .promise import DurablePromise, State, Value
+from .resonate import Resonate
 from .retry import Constant, Exponential, Linear, Never
 from .stores import SQLiteStore
 
 __all__ = [
     "Constant",
+    "Context",
     "DurablePromise",
     "EncodingError",
     "Exponential",
     "FunctionMismatchError",
     "InvalidRequestError",
+    "InvocationHandle",
     "Linear",
     "Never",
     "NotRegisteredError",
+    "Options",
     "PromiseAlreadyCompletedError",
     "PromiseAlreadyExistsError",
     "PromiseCanceledError",
     "PromiseNotFoundError",
     "PromiseTimedOutError",
+    "Resonate",
     "ResonateError",
     "SQLiteStore",
     "State",
