@@ -130,11 +130,13 @@ class Runtime:
 
     # -- invoking ---------------------------------------------------------
 
-    def invoke(self, call: Call) -> InvocationHandle[Any]:
+    def invoke(self, call: Call, inline: bool = False) -> InvocationHandle[Any]:
         """Create ``call``'s promise, submit it and return its handle.
 
         Same id already running here: the same handle. Promise already
-        completed: a handle done with the stored outcome.
+        completed: a handle done with the stored outcome. With ``inline``,
+        the function runs in the calling thread instead of the pool, and the
+        handle returned is done.
         :raises EncodingError: when an argument is not JSON; nothing is written.
         :raises FunctionMismatchError: when the stored promise is another call.
         :raises StoreError: when the store failed; nothing may have been written.
@@ -143,7 +145,7 @@ class Runtime:
         while True:
             entry, mine = self._reserve(call.id)
             if mine:
-                return self._create_and_submit(call, param, entry)
+                return self._create_and_submit(call, param, entry, inline)
             with entry.lock:
                 if entry.handle is not None:
                     return entry.handle
@@ -163,7 +165,7 @@ class Runtime:
                 del self._running[invocation_id]
 
     def _create_and_submit(
-        self, call: Call, param: Any, entry: _Entry
+        self, call: Call, param: Any, entry: _Entry, inline: bool
     ) -> InvocationHandle[Any]:
         try:
             promise, created = self._create_promise(call, param)
@@ -173,12 +175,15 @@ class Runtime:
                 return entry.handle
             if not created:
                 _check_same_function(call, promise)
-            return self._submit(call, entry)
+            handle = self._submit(call, entry, inline)
         except BaseException:
             self._release(call.id, entry)
             raise
         finally:
             entry.lock.release()
+        if inline:
+            handle.exception()  # claims the task and runs it here
+        return handle
 
     def _create_promise(self, call: Call, param: Any) -> Tuple[DurablePromise, bool]:
         key = call.options.idempotency_key or call.id
@@ -193,12 +198,16 @@ class Runtime:
             return self.store.get(call.id), False
         return written.promise, written.created
 
-    def _submit(self, call: Call, entry: Optional[_Entry]) -> InvocationHandle[Any]:
+    def _submit(
+        self, call: Call, entry: Optional[_Entry], inline: bool = False
+    ) -> InvocationHandle[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         task = Task(functools.partial(self._execute, call, entry, future))
         handle = InvocationHandle(call.id, future, task)
         if entry is not None:
             entry.handle = handle
+        if inline:
+            return handle
         try:
             self._executor_for_submit().submit(task)
         except RuntimeError as err:  # the executor is shut down

@@ -11,6 +11,7 @@ most 10 attempts (about 50 s of waiting in all when every attempt fails).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Dict, Mapping, Optional, Union
 
 from .exceptions import InvalidRequestError
@@ -57,7 +58,7 @@ class _Policy:
 
     def to_json(self) -> Dict[str, Any]:
         """The policy as JSON, stored with an invocation's promise."""
-        return {"type": type(self).__name__.lower(), **dataclasses.asdict(self)}
+        return dict(_policy_json(self))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +121,13 @@ class Never(_Policy):
 
     def _delay(self, attempt: int) -> float:
         return 0.0
+
+
+@functools.lru_cache(maxsize=256)
+def _policy_json(policy: _Policy) -> Dict[str, Any]:
+    # Every invocation stores its policy: compute each distinct one once.
+    fields = {field.name: getattr(policy, field.name) for field in dataclasses.fields(policy)}
+    return {"type": type(policy).__name__.lower(), **fields}
 
 
 RetryPolicy = Union[Exponential, Linear, Constant, Never]
