@@ -51,13 +51,17 @@ def encode_json(obj: Any, what: str = "value") -> str:
     :param what: names the value in the error, such as ``"argument 1 of 'work'"``.
     :raises EncodingError: when ``obj`` is not JSON (sets, objects, NaN, cycles).
     """
+    # A lone surrogate passes the JSON encoder but not UTF-8: the encode is
+    # inside the try so that it, too, is an EncodingError.
     try:
-        text = _dumps(obj)
+        raw = _dumps(obj).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as err:
+        shown = repr(obj)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
         raise EncodingError(
-            f"{what} cannot be encoded as JSON: {err}", value=repr(obj)[:200]
+            f"{what} {shown} cannot be encoded as JSON: {err}", value=repr(obj)[:200]
         ) from err
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return base64.b64encode(raw).decode("ascii")
 
 
 def decode_json(data: Optional[str], what: str = "value") -> Any:
