@@ -17,7 +17,7 @@ import binascii
 import json
 import sys
 import traceback
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from .exceptions import EncodingError, ResonateError
 from .promise import EMPTY, Value
@@ -159,15 +159,37 @@ def _instantiate(cls: type, body: Dict[str, Any]) -> Optional[BaseException]:
         )
         return error
 
+    message = body.get("message")
     args = body.get("args")
-    args = args if isinstance(args, list) else [body.get("message")]
-    try:
-        return cls(*args)
-    except Exception:
-        # A constructor with other arguments: keep the type and message.
-        try:
-            error = cls.__new__(cls)
-            BaseException.__init__(error, *args)
+    args = args if isinstance(args, list) else [message]
+
+    # The stored arguments are what the exception kept in ``args``, which is
+    # not always what its constructor takes: ``Wrapping(7)`` may keep
+    # "order 7 failed", and OSError keeps no filename there. So a build whose
+    # message differs gives way to one that bypasses the constructor.
+    first: Optional[BaseException] = None
+    for build_args, bypass in ((args, False), (args, True), ([message], True)):
+        error = _build(cls, build_args, bypass)
+        if error is not None and _message_of(error) == message:
             return error
-        except Exception:
-            return None
+        first = first if first is not None else error
+    return first
+
+
+def _build(cls: type, args: List[Any], bypass: bool) -> Optional[BaseException]:
+    try:
+        if not bypass:
+            built: BaseException = cls(*args)
+            return built
+        error: BaseException = cls.__new__(cls)
+        BaseException.__init__(error, *args)
+        return error
+    except Exception:
+        return None
+
+
+def _message_of(error: BaseException) -> Optional[str]:
+    try:
+        return str(error)
+    except Exception:
+        return None
