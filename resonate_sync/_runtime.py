@@ -174,7 +174,7 @@ class Runtime:
                 entry.handle = InvocationHandle(call.id, outcome_future(promise))
                 return entry.handle
             if not created:
-                _check_same_function(call, promise)
+                call = _stored_arguments(call, promise)
             handle = self._submit(call, entry, inline)
         except BaseException:
             self._release(call.id, entry)
@@ -471,19 +471,30 @@ def _fail_unstarted(handle: InvocationHandle[Any], invocation_id: str) -> None:
         )
 
 
-def _check_same_function(call: Call, promise: DurablePromise) -> None:
+def _stored_arguments(call: Call, promise: DurablePromise) -> Call:
+    # A duplicate create ignores the request's param: the invocation runs
+    # with the arguments it was first made with, as recovery would.
     try:
-        stored = encoding.decode_value(promise.param).get("func")
-    except (EncodingError, AttributeError):
+        body = encoding.decode_value(promise.param)
+        stored, args, kwargs = body.get("func"), body["args"], body["kwargs"]
+    except (EncodingError, AttributeError, KeyError, TypeError):
+        stored, args, kwargs = None, None, None
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
         stored = None
     if stored != call.registered.name:
+        reason = (
+            f"was made for function {stored!r}, not {call.registered.name!r}:"
+            " the program changed since it ran"
+            if stored is not None
+            else f"exists and is not an invocation of {call.registered.name!r}"
+        )
         raise FunctionMismatchError(
-            f"promise {call.id!r} was made for function {stored!r}, "
-            f"not {call.registered.name!r}: the program changed since it ran",
+            f"promise {call.id!r} {reason}",
             promise_id=call.id,
             stored=stored,
             called=call.registered.name,
         )
+    return call._replace(args=tuple(args), kwargs=dict(kwargs))
 
 
 def _raise_for_argument(call: Call) -> None:
