@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Dict, Mapping, Optional, Union
 
 from .exceptions import InvalidRequestError
@@ -26,11 +27,15 @@ __all__ = [
 ]
 
 
-def _check(name: str, value: Any, minimum: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidRequestError(f"{name} must be a number, not {value!r}")
-    if not value >= minimum:  # also refuses NaN
-        raise InvalidRequestError(f"{name} must be >= {minimum}, not {value!r}")
+def _check(name: str, value: Any, minimum: float, kinds: Any = (int, float)) -> None:
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "a whole number" if kinds is int else "a number"
+        raise InvalidRequestError(f"{name} must be {kind}, not {value!r}")
+    # Infinity is refused with NaN: a policy is stored as JSON, which has neither.
+    if not value >= minimum or (isinstance(value, float) and math.isinf(value)):
+        raise InvalidRequestError(
+            f"{name} must be finite and >= {minimum}, not {value!r}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +44,7 @@ class _Policy:
 
     def __post_init__(self) -> None:
         if self.max_attempts is not None:
-            _check("max_attempts", self.max_attempts, 1)
+            _check("max_attempts", self.max_attempts, 1, int)
         for field in dataclasses.fields(self):
             if field.name != "max_attempts":
                 _check(field.name, getattr(self, field.name), 0)
