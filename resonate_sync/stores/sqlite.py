@@ -368,14 +368,17 @@ def _create(connection: sqlite3.Connection, new: DurablePromise, strict: bool) -
 def _complete(connection: sqlite3.Connection, request: Tuple, now: int) -> Written:
     # The common case, completing a pending promise before its timeout, is
     # one statement; anything else reads the promise and lets the rules decide.
+    # A state that is no completion (PENDING, REJECTED_TIMEDOUT) must reach
+    # the rules, which refuse it: the fast path would store it.
     promise_id, state, value, key, strict = request
-    row = connection.execute(
-        _COMPLETE_PENDING,
-        (state.value, _dump(value.headers), value.data, key, now, promise_id, now),
-    ).fetchone()
-    if row is not None:
-        logger.debug("promise %r is %s", promise_id, state.value)
-        return Written(_promise(row), True)
+    if state in rules.COMPLETION_STATES:
+        row = connection.execute(
+            _COMPLETE_PENDING,
+            (state.value, _dump(value.headers), value.data, key, now, promise_id, now),
+        ).fetchone()
+        if row is not None:
+            logger.debug("promise %r is %s", promise_id, state.value)
+            return Written(_promise(row), True)
     stored = _select(connection, promise_id)
     transition = rules.complete(stored, promise_id, state, value, key, strict, now)
     return _apply(connection, transition, stored)
