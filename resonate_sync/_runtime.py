@@ -169,12 +169,14 @@ class Runtime:
     ) -> InvocationHandle[Any]:
         try:
             promise, created = self._create_promise(call, param)
+            if not created:
+                # Before the outcome too: a stored outcome of another
+                # function is not this call's outcome.
+                call = _stored_arguments(call, promise)
             if not promise.pending:
                 self._release(call.id, entry)
                 entry.handle = InvocationHandle(call.id, outcome_future(promise))
                 return entry.handle
-            if not created:
-                call = _stored_arguments(call, promise)
             handle = self._submit(call, entry, inline)
         except BaseException:
             self._release(call.id, entry)
