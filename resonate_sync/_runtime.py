@@ -82,13 +82,15 @@ class Call(NamedTuple):
 
 class _Entry:
     # The creator holds ``lock`` until the handle exists; a second caller
-    # with the same id waits on it and gets the same handle.
-    __slots__ = ("lock", "handle")
+    # with the same id waits on it and gets the same handle, if it calls
+    # the same function.
+    __slots__ = ("lock", "handle", "function")
 
-    def __init__(self) -> None:
+    def __init__(self, function: str) -> None:
         self.lock = threading.Lock()
         self.lock.acquire()
         self.handle: Optional[InvocationHandle[Any]] = None
+        self.function = function
 
 
 class Runtime:
@@ -143,20 +145,21 @@ class Runtime:
         """
         param = self._encode_param(call)
         while True:
-            entry, mine = self._reserve(call.id)
+            entry, mine = self._reserve(call.id, call.registered.name)
             if mine:
                 return self._create_and_submit(call, param, entry, inline)
             with entry.lock:
                 if entry.handle is not None:
+                    _check_running_function(call, entry.function)
                     return entry.handle
 
-    def _reserve(self, invocation_id: str) -> Tuple[_Entry, bool]:
+    def _reserve(self, invocation_id: str, function: str) -> Tuple[_Entry, bool]:
         self._check_fork()
         with self._lock:
             entry = self._running.get(invocation_id)
             if entry is not None:
                 return entry, False
-            entry = self._running[invocation_id] = _Entry()
+            entry = self._running[invocation_id] = _Entry(function)
             return entry, True
 
     def _release(self, invocation_id: str, entry: _Entry) -> None:
@@ -372,7 +375,7 @@ class Runtime:
         call = self._stored_call(promise)
         if call is None or self.stopping.is_set():
             return 0
-        entry, mine = self._reserve(promise.id)
+        entry, mine = self._reserve(promise.id, call.registered.name)
         if not mine:
             return 0
         try:
@@ -497,6 +500,17 @@ def _stored_arguments(call: Call, promise: DurablePromise) -> Call:
             called=call.registered.name,
         )
     return call._replace(args=tuple(args), kwargs=dict(kwargs))
+
+
+def _check_running_function(call: Call, running: str) -> None:
+    if running != call.registered.name:
+        raise FunctionMismatchError(
+            f"invocation {call.id!r} is running function {running!r} here,"
+            f" not {call.registered.name!r}",
+            promise_id=call.id,
+            stored=running,
+            called=call.registered.name,
+        )
 
 
 def _raise_for_argument(call: Call) -> None:
