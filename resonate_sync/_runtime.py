@@ -143,6 +143,11 @@ class Runtime:
         :raises FunctionMismatchError: when the stored promise is another call.
         :raises StoreError: when the store failed; nothing may have been written.
         """
+        if call.id == call.root and self.stopping.is_set():
+            raise ShutdownError(
+                f"cannot start invocation {call.id!r}: resonate is shut down",
+                promise_id=call.id,
+            )
         param = self._encode_param(call)
         while True:
             entry, mine = self._reserve(call.id, call.registered.name)
@@ -216,6 +221,10 @@ class Runtime:
         try:
             self._executor_for_submit().submit(task)
         except RuntimeError as err:  # the executor is shut down
+            if call.id != call.root:
+                # A running parent finishes after shutdown, and so must its
+                # children: the one that waits on a child runs it.
+                return handle
             raise ShutdownError(
                 f"cannot start invocation {call.id!r}: resonate is shut down",
                 promise_id=call.id,
@@ -413,6 +422,8 @@ class Runtime:
         executor = self._executor
         if executor is None:
             with self._lock:
+                if self.stopping.is_set():
+                    raise RuntimeError("cannot start a pool after shutdown")
                 if self._executor is None:
                     self._executor = concurrent.futures.ThreadPoolExecutor(
                         self._max_workers, thread_name_prefix="resonate"
