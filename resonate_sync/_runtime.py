@@ -261,7 +261,7 @@ class Runtime:
     ) -> None:
         try:
             state, result = self._attempts(call)
-            if not call.options.durable:
+            if entry is None:  # a non-durable child: there is no promise
                 settle = functools.partial(_settle_volatile, future, state, result)
             else:
                 promise = self._complete(call, state, result)
