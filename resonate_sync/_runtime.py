@@ -488,8 +488,9 @@ def _fail_unstarted(handle: InvocationHandle[Any], invocation_id: str) -> None:
 
 
 def _stored_arguments(call: Call, promise: DurablePromise) -> Call:
-    # A duplicate create ignores the request's param: the invocation runs
-    # with the arguments it was first made with, as recovery would.
+    # A duplicate create ignores the request's param and timeout: the
+    # invocation runs with the arguments it was first made with, and its
+    # retries and children stay within the stored timeout, as on recovery.
     try:
         body = encoding.decode_value(promise.param)
         stored, args, kwargs = body.get("func"), body["args"], body["kwargs"]
@@ -510,7 +511,9 @@ def _stored_arguments(call: Call, promise: DurablePromise) -> Call:
             stored=stored,
             called=call.registered.name,
         )
-    return call._replace(args=tuple(args), kwargs=dict(kwargs))
+    return call._replace(
+        args=tuple(args), kwargs=dict(kwargs), timeout_ms=promise.timeout
+    )
 
 
 def _check_running_function(call: Call, running: str) -> None:
