@@ -1,10 +1,13 @@
 """Group commit: the writes of many threads share one SQLite transaction.
 
-Every write goes through :meth:`GroupCommit.run`. A caller queues its write and
-takes the commit lock; whoever holds it drains the queue and commits all the
-queued writes in one transaction, then wakes their callers. Alone, a caller
-commits its own write with no hand-off to another thread; under load, one
-commit (one fsync, one lock round trip) pays for many writes.
+Every write goes through :meth:`GroupCommit.run`. A caller queues its write;
+if no thread is committing, it leads: it drains the queue, commits every
+queued write in one transaction and wakes their callers. Otherwise it sleeps
+until a leader has committed its write, or until the leader hands the lead to
+it because writes queued up meanwhile. Each waiting caller is woken exactly
+once, so there is no convoy on a lock. Alone, a caller commits its own write
+with no hand-off to another thread; under load, one commit pays for many
+writes.
 
 A write is a function of the connection. It reads, decides by the rules of
 ``promise.py`` and writes; it may raise a
@@ -31,18 +34,20 @@ logger = logging.getLogger(__name__)
 
 Write = Callable[[sqlite3.Connection], Any]
 
-# Writes per transaction at most: bounds the time one leader holds the lock.
-_MAX_BATCH = 2000
+# Writes per transaction at most: bounds the time one leader holds the lead.
+_MAX_BATCH = 1000
 
 
 class _Slot:
-    __slots__ = ("write", "done", "value", "error")
+    __slots__ = ("write", "done", "value", "error", "wake")
 
     def __init__(self, write: Write) -> None:
         self.write = write
         self.done = False
         self.value: Any = None
         self.error: Optional[BaseException] = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
     def result(self) -> Any:
         if self.error is not None:
@@ -51,10 +56,10 @@ class _Slot:
 
 
 class GroupCommit:
-    """Runs writes on one connection, many per transaction.
+    """Runs writes on one connection, many per transaction. Thread-safe.
 
     :param connection: returns the write connection (opened in autocommit
-        mode, ``isolation_level=None``); called under the commit lock.
+        mode, ``isolation_level=None``); called only by the leader.
     :param locked_for: seconds to keep retrying while another process holds
         the database's write lock, beyond SQLite's own busy timeout.
     """
@@ -64,8 +69,12 @@ class GroupCommit:
     ) -> None:
         self._connection = connection
         self._locked_for = locked_for
-        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._guard = threading.Lock()
         self._queue: Deque[_Slot] = collections.deque()
+        self._leading = False
 
     def run(self, write: Write) -> Any:
         """Run ``write`` in a committed transaction and return what it returned.
@@ -74,21 +83,37 @@ class GroupCommit:
         :raises StoreError: when the database failed; nothing was written.
         """
         slot = _Slot(write)
-        self._queue.append(slot)
-        with self._lock:
-            while not slot.done:
-                self._commit_batch()
+        with self._guard:
+            self._queue.append(slot)
+            leads = not self._leading
+            self._leading = True
+        if not leads:
+            slot.wake.acquire()  # woken once: committed, or handed the lead
+        if not slot.done:
+            # A leader's slot heads the queue: it took the lead when the
+            # queue was empty, or was handed it as the head. So one batch
+            # always commits it.
+            self._lead()
         return slot.result()
 
     def reset_after_fork(self) -> None:
-        """Forget a lock and queue that belonged to the parent's threads."""
-        self._lock = threading.Lock()
-        self._queue = collections.deque()
+        """Forget a queue and a leader that belonged to the parent's threads."""
+        self._reset()
 
-    def _commit_batch(self) -> None:
-        batch: List[_Slot] = []
-        while self._queue and len(batch) < _MAX_BATCH:
-            batch.append(self._queue.popleft())
+    def _lead(self) -> None:
+        with self._guard:
+            batch = [
+                self._queue.popleft()
+                for _ in range(min(len(self._queue), _MAX_BATCH))
+            ]
+        self._commit_batch(batch)
+        with self._guard:
+            if self._queue:
+                self._queue[0].wake.release()  # the next leader
+            else:
+                self._leading = False
+
+    def _commit_batch(self, batch: List[_Slot]) -> None:
         try:
             self._transaction(batch)
         except BaseException as err:
@@ -99,6 +124,8 @@ class GroupCommit:
                 slot.value, slot.error = None, failure
         for slot in batch:
             slot.done = True
+            if slot.wake.locked():
+                slot.wake.release()
 
     def _transaction(self, batch: List[_Slot]) -> None:
         connection = self._connection()
