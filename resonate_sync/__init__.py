@@ -21,7 +21,7 @@ from .options import Options
 from .promise import DurablePromise, State, Value
 from .resonate import Resonate
 from .retry import Constant, Exponential, Linear, Never
-from .stores import SQLiteStore
+from .stores import RemoteStore, SQLiteStore
 
 __all__ = [
     "Constant",
@@ -41,6 +41,7 @@ __all__ = [
     "PromiseCanceledError",
     "PromiseNotFoundError",
     "PromiseTimedOutError",
+    "RemoteStore",
     "Resonate",
     "ResonateError",
     "SQLiteStore",

@@ -678,13 +678,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        self.server.owner.requests.append((self.command, self.path, headers))
         fault = self.server.owner.take_fault(self.command, path)
 
         if fault is not None and fault.kind in ("status", "drop-before"):
             self._fail(fault)
             return
         pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        headers = {key.lower(): value for key, value in self.headers.items()}
         try:
             status, answer = self.server.owner.app(
                 self.command, path, pairs, headers, body
@@ -774,6 +775,8 @@ class TestServer:
         self.port = 0
         self.app = ResonateApp(SQLiteStore(path, clock=self.clock))
         self.faults: collections.deque = collections.deque()
+        #: (method, raw path, lower-case headers) of recent requests, oldest first.
+        self.requests: collections.deque = collections.deque(maxlen=1000)
         self.stopping = threading.Event()
         self._httpd: Optional[_HTTPServer] = None
         self._threads: List[threading.Thread] = []

@@ -1,6 +1,7 @@
 """Promise stores: the embedded SQLite store and the Resonate server over HTTP."""
 
 from .base import PromiseStore, SearchPage, Written
+from .remote import RemoteStore
 from .sqlite import SQLiteStore
 
-__all__ = ["PromiseStore", "SQLiteStore", "SearchPage", "Written"]
+__all__ = ["PromiseStore", "RemoteStore", "SQLiteStore", "SearchPage", "Written"]
