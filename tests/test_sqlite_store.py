@@ -48,7 +48,8 @@ def test_create_stores_a_pending_promise_with_every_field(store):
     assert written.created
     promise = written.promise
     assert promise.state is State.PENDING
-    assert (promise.timeout, promise.param, promise.tags) == (LATER, PARAM, {"env": "test"})
+    assert promise.timeout == LATER
+    assert (promise.param, promise.tags) == (PARAM, {"env": "test"})
     assert promise.idempotency_key_for_create == "ck"
     assert promise.created_on == EPOCH_MS
     assert promise.completed_on is None
