@@ -59,3 +59,85 @@ def store(db_path: str, clock: FakeClock) -> Iterator[SQLiteStore]:
     opened = SQLiteStore(db_path, clock=clock)
     yield opened
     opened.close()
+
+
+# -- stores by kind, and Resonate instances on them (runtime tests) ----------
+
+#: The store kinds the runtime's behaviour tests run against. A kind names a
+#: factory below; each call of a factory opens a new store on the same data.
+STORE_KINDS = ["sqlite"]
+
+
+def _sqlite_factory(tmp_path, clock: FakeClock):
+    path = str(tmp_path / "runtime.db")
+    return lambda: SQLiteStore(path, clock=clock)
+
+
+_STORE_FACTORIES = {"sqlite": _sqlite_factory}
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request) -> str:
+    """The kind of store a runtime test runs against."""
+    return request.param
+
+
+@pytest.fixture
+def make_store(store_kind: str, tmp_path, clock: FakeClock):
+    """A factory of stores of ``store_kind`` that all see the same promises.
+
+    Every store made is closed at teardown.
+    """
+    factory = _STORE_FACTORIES[store_kind](tmp_path, clock)
+    opened = []
+
+    def make():
+        opened.append(factory())
+        return opened[-1]
+
+    yield make
+    for made in opened:
+        made.close()
+
+
+class FakeSleep:
+    """A ``sleep`` for Resonate that records each wait and moves the clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.waits: list = []
+        self._lock = threading.Lock()
+
+    def __call__(self, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(seconds)
+        self.clock.advance(int(seconds * 1000))
+
+
+@pytest.fixture
+def fake_sleep(clock: FakeClock) -> FakeSleep:
+    """A sleep that returns at once, having moved the fake clock."""
+    return FakeSleep(clock)
+
+
+@pytest.fixture
+def make_resonate(make_store, clock: FakeClock, fake_sleep: FakeSleep):
+    """A factory of Resonate instances on ``make_store`` stores and the fake clock.
+
+    Keyword arguments go to ``Resonate``; each instance gets its own store
+    unless one is given. Every instance is shut down at teardown.
+    """
+    from resonate_sync import Resonate
+
+    made = []
+
+    def make(**kwargs):
+        kwargs.setdefault("clock", lambda: clock() / 1000)
+        kwargs.setdefault("sleep", fake_sleep)
+        store = kwargs.pop("store", None) or make_store()
+        made.append(Resonate(store, **kwargs))
+        return made[-1]
+
+    yield make
+    for resonate in made:
+        resonate.shutdown(wait=True)
