@@ -20,7 +20,7 @@ from typing import Any, List, Mapping, NamedTuple, Optional, Protocol
 from ..exceptions import InvalidRequestError
 from ..promise import EMPTY, DurablePromise, State, Value
 
-__all__ = ["PromiseStore", "SearchPage", "Written", "validate_value"]
+__all__ = ["Lock", "PromiseStore", "SearchPage", "Written", "validate_value"]
 
 
 class Written(NamedTuple):
@@ -33,6 +33,20 @@ class Written(NamedTuple):
 
     promise: DurablePromise
     created: bool
+
+
+class Lock(NamedTuple):
+    """A lock on a resource, held by one execution of one process.
+
+    A lock expires ``ttl`` milliseconds after it was acquired or last
+    heartbeated; ``expires_at`` is epoch milliseconds.
+    """
+
+    resource_id: str
+    execution_id: str
+    process_id: str
+    ttl: int
+    expires_at: int
 
 
 class SearchPage(NamedTuple):

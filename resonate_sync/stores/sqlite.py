@@ -27,10 +27,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import sqlite_utils
 
 from .. import promise as rules
-from ..exceptions import InvalidRequestError, StoreError
+from ..exceptions import (
+    InvalidRequestError,
+    LockHeldError,
+    LockNotFoundError,
+    StoreError,
+)
 from ..promise import EMPTY, DurablePromise, State, Value
 from ._commit import GroupCommit
-from .base import SearchPage, Written, validate_value
+from .base import Lock, SearchPage, Written, validate_value
 
 __all__ = ["SQLiteStore"]
 
@@ -60,11 +65,21 @@ CREATE TABLE IF NOT EXISTS promises (
     completed_on INTEGER
 ) WITHOUT ROWID
 """
+_CREATE_LOCKS = """
+CREATE TABLE IF NOT EXISTS locks (
+    resource_id TEXT PRIMARY KEY NOT NULL,
+    execution_id TEXT NOT NULL,
+    process_id TEXT NOT NULL,
+    ttl INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID
+"""
 _SELECT = f"SELECT sort_id, {_COLUMNS} FROM promises"
 _INSERT = (
     f"INSERT INTO promises (sort_id, {_COLUMNS})"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+_INSERT_OR_IGNORE = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)
 _COMPLETE_PENDING = (
     "UPDATE promises SET state = ?, value_headers = ?, value_data = ?,"
     " idempotency_key_for_complete = ?, completed_on = ?"
@@ -302,6 +317,58 @@ class SQLiteStore:
             next_cursor = _encode_cursor({**query, "before": [last_sort_id, last.id]})
         return SearchPage(promises, next_cursor)
 
+    # -- locks ------------------------------------------------------------
+
+    def acquire_lock(
+        self, resource_id: str, execution_id: str, process_id: str, ttl: int
+    ) -> Lock:
+        """Acquire (or re-acquire) the lock on ``resource_id`` for ``ttl`` ms.
+
+        The same execution may acquire again, which moves the lock to
+        ``process_id`` and renews it. Blocks until committed. Thread-safe.
+        :raises LockHeldError: when another execution holds an unexpired lock.
+        :raises InvalidRequestError: for empty ids or a negative ttl.
+        """
+        for name, value in (("resource_id", resource_id), ("execution_id", execution_id),
+                            ("process_id", process_id)):
+            if not isinstance(value, str) or not value:
+                raise InvalidRequestError(f"{name} must be a non-empty string, not {value!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
+            raise InvalidRequestError(f"lock ttl must be whole milliseconds >= 0, not {ttl!r}")
+        lock = Lock(resource_id, execution_id, process_id, ttl, self.clock() + ttl)
+        return self._write(lambda connection: _acquire(connection, lock, self.clock()))
+
+    def release_lock(self, resource_id: str, execution_id: str) -> None:
+        """Release the lock ``execution_id`` holds on ``resource_id``.
+
+        :raises LockNotFoundError: when that execution holds no such lock.
+        """
+        def release(connection: sqlite3.Connection) -> None:
+            deleted = connection.execute(
+                "DELETE FROM locks WHERE resource_id = ? AND execution_id = ?",
+                (resource_id, execution_id),
+            ).rowcount
+            if not deleted:
+                raise LockNotFoundError(
+                    f"no lock on {resource_id!r} is held by execution {execution_id!r}",
+                    resource_id=resource_id,
+                )
+        self._write(release)
+
+    def heartbeat(self, process_id: str) -> int:
+        """Renew every unexpired lock ``process_id`` holds by its ttl.
+
+        :returns: how many locks were renewed.
+        """
+        now = self.clock()
+        return self._write(
+            lambda connection: connection.execute(
+                "UPDATE locks SET expires_at = ? + ttl"
+                " WHERE process_id = ? AND expires_at > ?",
+                (now, process_id, now),
+            ).rowcount
+        )
+
     # -- helpers ----------------------------------------------------------
 
     def _read(self, read: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -347,6 +414,7 @@ def _migrate(connection: sqlite3.Connection) -> None:
         "CREATE INDEX IF NOT EXISTS promises_pending_timeout"
         " ON promises (timeout) WHERE state = 'PENDING'"
     )
+    connection.execute(_CREATE_LOCKS)
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     logger.info("created promise schema version %d", SCHEMA_VERSION)
 
@@ -354,9 +422,7 @@ def _migrate(connection: sqlite3.Connection) -> None:
 def _create(connection: sqlite3.Connection, new: DurablePromise, strict: bool) -> Written:
     # The common case, a new id, is one statement; anything else reads the
     # stored promise and lets the rules decide.
-    cursor = connection.execute(
-        _INSERT.replace("INSERT", "INSERT OR IGNORE", 1), _row_values(new)
-    )
+    cursor = connection.execute(_INSERT_OR_IGNORE, _row_values(new))
     if cursor.rowcount == 1:
         logger.debug("promise %r created", new.id)
         return Written(new, True)
@@ -382,6 +448,22 @@ def _complete(connection: sqlite3.Connection, request: Tuple, now: int) -> Writt
     stored = _select(connection, promise_id)
     transition = rules.complete(stored, promise_id, state, value, key, strict, now)
     return _apply(connection, transition, stored)
+
+
+def _acquire(connection: sqlite3.Connection, lock: Lock, now: int) -> Lock:
+    held = connection.execute(
+        "SELECT execution_id, expires_at FROM locks WHERE resource_id = ?",
+        (lock.resource_id,),
+    ).fetchone()
+    if held is not None and held[0] != lock.execution_id and held[1] > now:
+        raise LockHeldError(
+            f"lock on {lock.resource_id!r} is held by execution {held[0]!r}",
+            resource_id=lock.resource_id,
+        )
+    connection.execute(
+        "INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?)", tuple(lock)
+    )
+    return lock
 
 
 def _settle_one(connection: sqlite3.Connection, promise_id: str, now: int) -> DurablePromise:
