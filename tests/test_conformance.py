@@ -122,7 +122,8 @@ def test_case_against_real_server(case: Dict[str, Any]) -> None:
 # -- the matcher can fail -------------------------------------------------
 
 
-def _context(**windows: Any) -> _Context:
+def _context() -> _Context:
+    # Step 0 ran from ...000 to ...050; T1 was 5; the request's timeout was 7.
     return _Context({0: (1_000_000_000_000, 1_000_000_000_050)}, {"T1": 5}, 0, 7)
 
 
