@@ -23,7 +23,7 @@ from resonate_sync.exceptions import (
     PromiseAlreadyCompletedError,
     StoreError,
 )
-from resonate_sync.promise import State, Value
+from resonate_sync.promise import State
 from resonate_sync.stores.sqlite import SQLiteStore
 
 LATER = EPOCH_MS + 3_600_000
