@@ -20,7 +20,7 @@ import traceback
 from typing import Any, Dict, List, Optional
 
 from .exceptions import EncodingError, ResonateError
-from .promise import EMPTY, Value
+from .promise import Value
 
 __all__ = [
     "InvocationError",
@@ -145,7 +145,9 @@ def _find_class(module: Any, qualname: Any) -> Optional[type]:
     found: Any = sys.modules.get(module)
     for part in qualname.split("."):
         found = getattr(found, part, None)
-    if isinstance(found, type) and issubclass(found, BaseException):
+    # Only Exception subclasses: a stored SystemExit or KeyboardInterrupt,
+    # raised again by a waiter, would stop the reading process.
+    if isinstance(found, type) and issubclass(found, Exception):
         return found
     return None
 

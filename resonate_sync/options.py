@@ -63,6 +63,8 @@ class Options:
                 self, "non_retryable", _check_types(self.non_retryable)
             )
         _check_key(self.idempotency_key)
+        if self.durable is not None and not isinstance(self.durable, bool):
+            raise InvalidRequestError(f"durable must be True or False, not {self.durable!r}")
 
     def merged(self, over: Optional["Options"]) -> "Options":
         """These options with every field that ``over`` sets replaced."""

@@ -154,7 +154,10 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         self._writer = self._connect()
         self._commit = GroupCommit(self._writer_connection, self._busy_timeout)
-        self._commit.run(_migrate)
+        # A plain read first: a store opening on an up-to-date file must not
+        # wait behind another process's write transaction.
+        if _schema_version(self._writer) != SCHEMA_VERSION:
+            self._commit.run(_migrate)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -393,6 +396,13 @@ class SQLiteStore:
 
 
 # -- writes (run inside a transaction by GroupCommit) ---------------------
+
+
+def _schema_version(connection: sqlite3.Connection) -> int:
+    try:
+        return int(connection.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot read the sqlite schema version: {err}") from err
 
 
 def _migrate(connection: sqlite3.Connection) -> None:
