@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import urllib.parse
@@ -90,6 +91,8 @@ class Transport:
     :param sleep: waits between attempts (injected by tests).
 
     Thread-safe as far as ``requests.Session`` is: one pool, many threads.
+    After ``os.fork()`` the child opens a session of its own, unless the
+    session was given.
     """
 
     def __init__(
@@ -116,7 +119,9 @@ class Transport:
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self._sleep = sleep
         self._owns_session = session is None
-        self.session = session or requests.Session()
+        self._auth = auth
+        self._pid = os.getpid()
+        self.session = session or self._new_session()
         if auth is not None:
             self.session.auth = auth
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -125,6 +130,19 @@ class Transport:
         """Close the session's pooled connections, if this transport made it."""
         if self._owns_session:
             self.session.close()
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.auth = self._auth
+        return session
+
+    def _check_fork(self) -> None:
+        # A forked child inherits the pooled keep-alive sockets: parent and
+        # child would then write requests into, and read answers from, the
+        # same connection. The child leaves them to the parent, unclosed.
+        if self._pid != os.getpid() and self._owns_session:
+            self._pid = os.getpid()
+            self.session = self._new_session()
 
     def request(
         self,
@@ -143,6 +161,7 @@ class Transport:
         :raises StoreError: when every attempt failed transiently, or the
             server's answer is not the JSON of a Resonate server.
         """
+        self._check_fork()
         prepared = self._prepare(method, path, params, body, headers)
         attempt = 0
         while True:
