@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules: a fake clock and SQLite stores on it."""
+"""Fixtures shared by the test modules: a fake clock, and stores of each kind on it."""
 
 from __future__ import annotations
 
@@ -65,15 +65,26 @@ def store(db_path: str, clock: FakeClock) -> Iterator[SQLiteStore]:
 
 #: The store kinds the runtime's behaviour tests run against. A kind names a
 #: factory below; each call of a factory opens a new store on the same data.
-STORE_KINDS = ["sqlite"]
+STORE_KINDS = ["sqlite", "remote"]
 
 
-def _sqlite_factory(tmp_path, clock: FakeClock):
+def _sqlite_factory(request, tmp_path, clock: FakeClock):
     path = str(tmp_path / "runtime.db")
     return lambda: SQLiteStore(path, clock=clock)
 
 
-_STORE_FACTORIES = {"sqlite": _sqlite_factory}
+def _remote_factory(request, tmp_path, clock: FakeClock):
+    # A server of its own per test, on a fresh file and the test's fake clock,
+    # so timeouts mean the same on both kinds; starting one takes milliseconds.
+    from resonate_sync.stores.remote import RemoteStore
+    from server import TestServer
+
+    server = TestServer(str(tmp_path / "server.db"), clock=clock).start()
+    request.addfinalizer(server.stop)
+    return lambda: RemoteStore(server.url, timeout=(2, 10), retries=3, backoff=0.01)
+
+
+_STORE_FACTORIES = {"sqlite": _sqlite_factory, "remote": _remote_factory}
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -83,12 +94,12 @@ def store_kind(request) -> str:
 
 
 @pytest.fixture
-def make_store(store_kind: str, tmp_path, clock: FakeClock):
+def make_store(request, store_kind: str, tmp_path, clock: FakeClock):
     """A factory of stores of ``store_kind`` that all see the same promises.
 
     Every store made is closed at teardown.
     """
-    factory = _STORE_FACTORIES[store_kind](tmp_path, clock)
+    factory = _STORE_FACTORIES[store_kind](request, tmp_path, clock)
     opened = []
 
     def make():
