@@ -15,12 +15,22 @@ reported.
 from __future__ import annotations
 
 import binascii
-from typing import Any, List, Mapping, NamedTuple, Optional, Protocol
+import dataclasses
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Protocol
 
 from ..exceptions import InvalidRequestError
 from ..promise import EMPTY, DurablePromise, State, Value
 
-__all__ = ["Lock", "PromiseStore", "SearchPage", "Written", "validate_value"]
+__all__ = [
+    "Lock",
+    "PromiseStore",
+    "Schedule",
+    "SchedulePage",
+    "ScheduleStore",
+    "SearchPage",
+    "Written",
+    "validate_value",
+]
 
 
 class Written(NamedTuple):
@@ -53,6 +63,76 @@ class SearchPage(NamedTuple):
     """One page of a search, newest first, and the cursor to the next page."""
 
     promises: List[DurablePromise]
+    cursor: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A schedule that creates a promise each time its cron expression fires.
+
+    ``promise_id`` is a template over ``{{.id}}`` and ``{{.timestamp}}`` (the
+    run's epoch milliseconds); ``promise_timeout`` is relative milliseconds;
+    the times are epoch milliseconds. Rows of a Resonate server's schedule
+    search carry fewer fields: the server leaves ``promise_id`` empty,
+    ``promise_timeout`` 0 and ``promise_param`` empty there.
+    """
+
+    id: str
+    cron: str
+    promise_id: str
+    promise_timeout: int
+    description: Optional[str] = None
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    promise_param: Value = EMPTY
+    promise_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    idempotency_key: Optional[str] = None
+    created_on: int = 0
+    next_run_time: Optional[int] = None
+    last_run_time: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> "Schedule":
+        """Read the server's JSON shape, tolerating absent keys."""
+        return cls(
+            id=body["id"],
+            cron=body.get("cron", ""),
+            promise_id=body.get("promiseId", ""),
+            promise_timeout=int(body.get("promiseTimeout") or 0),
+            description=body.get("desc"),
+            tags=dict(body.get("tags") or {}),
+            promise_param=Value.from_json(body.get("promiseParam")),
+            promise_tags=dict(body.get("promiseTags") or {}),
+            idempotency_key=body.get("idempotencyKey"),
+            created_on=int(body.get("createdOn") or 0),
+            next_run_time=body.get("nextRunTime"),
+            last_run_time=body.get("lastRunTime"),
+        )
+
+    def to_json(self) -> Dict[str, Any]:
+        """The server's JSON shape; fields that are not set are left out."""
+        body: Dict[str, Any] = {"id": self.id, "cron": self.cron}
+        if self.description is not None:
+            body["desc"] = self.description
+        body.update(
+            tags=dict(self.tags),
+            promiseId=self.promise_id,
+            promiseTimeout=self.promise_timeout,
+            promiseParam=self.promise_param.to_json(),
+            promiseTags=dict(self.promise_tags),
+            createdOn=self.created_on,
+        )
+        for key, value in (("idempotencyKey", self.idempotency_key),
+                           ("nextRunTime", self.next_run_time),
+                           ("lastRunTime", self.last_run_time)):
+            if value is not None:
+                body[key] = value
+        return body
+
+
+class SchedulePage(NamedTuple):
+    """One page of a schedule search, newest first, and the next cursor."""
+
+    schedules: List[Schedule]
     cursor: Optional[str]
 
 
@@ -112,6 +192,56 @@ class PromiseStore(Protocol):
 
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
+
+
+class ScheduleStore(Protocol):
+    """What :mod:`resonate_sync.schedules` needs from a store that keeps schedules.
+
+    Both stores keep them; on a Resonate server the server fires them, in
+    SQLite the runtime's firing loop does.
+    """
+
+    def create_schedule(
+        self,
+        schedule_id: str,
+        cron: str,
+        promise_id: str,
+        promise_timeout: int,
+        *,
+        description: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        promise_param: Value = EMPTY,
+        promise_tags: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Schedule:
+        """Create a schedule, or answer a duplicate create with the stored one.
+
+        Without a key, the schedule id is the idempotency key.
+        :raises ScheduleAlreadyExistsError: when the id is taken (409).
+        :raises InvalidRequestError: for a bad cron expression or field (400).
+        """
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        """Read a schedule.
+
+        :raises ScheduleNotFoundError: when there is no such schedule.
+        """
+
+    def search_schedules(
+        self,
+        pattern: Optional[str] = None,
+        *,
+        tags: Optional[Mapping[str, str]] = None,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> SchedulePage:
+        """One page of schedules whose id matches ``pattern``, newest first."""
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule; promises it created stay.
+
+        :raises ScheduleNotFoundError: when there is no such schedule.
+        """
 
 
 def validate_value(value: Any, what: str) -> Value:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import requests
 
@@ -26,7 +26,7 @@ from ._http import (
     refusal,
     search_params,
 )
-from .base import SearchPage, Written, validate_value
+from .base import Schedule, SchedulePage, SearchPage, Written, validate_value
 
 __all__ = ["Lock", "RemoteStore", "Schedule", "SchedulePage"]
 
@@ -42,53 +42,6 @@ class Lock:
     process_id: str
     ttl: int
     expires_at: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """A schedule that creates a promise each time its cron expression fires.
-
-    Rows from :meth:`RemoteStore.search_schedules` carry fewer fields: the
-    server leaves ``promise_id`` empty and ``promise_timeout`` 0 there.
-    """
-
-    id: str
-    cron: str
-    promise_id: str
-    promise_timeout: int
-    description: Optional[str] = None
-    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    promise_param: Value = EMPTY
-    promise_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    idempotency_key: Optional[str] = None
-    created_on: int = 0
-    next_run_time: Optional[int] = None
-    last_run_time: Optional[int] = None
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> "Schedule":
-        """Read the server's JSON shape, tolerating absent keys."""
-        return cls(
-            id=body["id"],
-            cron=body.get("cron", ""),
-            promise_id=body.get("promiseId", ""),
-            promise_timeout=int(body.get("promiseTimeout") or 0),
-            description=body.get("desc"),
-            tags=dict(body.get("tags") or {}),
-            promise_param=Value.from_json(body.get("promiseParam")),
-            promise_tags=dict(body.get("promiseTags") or {}),
-            idempotency_key=body.get("idempotencyKey"),
-            created_on=int(body.get("createdOn") or 0),
-            next_run_time=body.get("nextRunTime"),
-            last_run_time=body.get("lastRunTime"),
-        )
-
-
-class SchedulePage(NamedTuple):
-    """One page of a schedule search, newest first, and the next cursor."""
-
-    schedules: List[Schedule]
-    cursor: Optional[str]
 
 
 class RemoteStore:
