@@ -388,6 +388,11 @@ class Runtime:
         if not mine:
             return 0
         try:
+            # The search may predate an invocation that has ended here since;
+            # read again now that no other run of this id can start here.
+            if not self.store.get(promise.id).pending:
+                self._release(promise.id, entry)
+                return 0
             self._submit(call, entry)
         except BaseException:
             self._release(promise.id, entry)
