@@ -360,3 +360,48 @@ def test_two_processes_share_one_sqlite_file(tmp_path):
     with Resonate(SQLiteStore(database)) as resonate:
         states = {p.state for p in resonate.promises.search("*")}
     assert states == {State.RESOLVED}
+
+
+class PausedSearch:
+    """Wraps a store; ``search`` answers, then waits for ``go`` before returning."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.searched, self.go = threading.Event(), threading.Event()
+
+    def search(self, *args, **kwargs):
+        page = self._store.search(*args, **kwargs)
+        self.searched.set()
+        wait_for(self.go)
+        return page
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_recovery_does_not_rerun_what_completed_after_its_search(
+    make_resonate, make_store
+):
+    paused = PausedSearch(make_store())
+    resonate = make_resonate(store=paused, max_workers=2)
+    runs: List[int] = []
+    started, release = threading.Event(), threading.Event()
+
+    @resonate.register
+    def once(ctx):
+        runs.append(1)
+        started.set()
+        wait_for(release)
+        return "done"
+
+    handle = resonate.invoke_local(once, "race-1")
+    wait_for(started)
+    recovering = threading.Thread(target=resonate.recover)
+    recovering.start()
+    wait_for(paused.searched)  # the page holds race-1, still pending
+    release.set()
+    assert handle.result(WAIT) == "done"
+    paused.go.set()  # recovery goes on with the stale page
+    recovering.join(WAIT)
+    resonate.shutdown(wait=True)
+    assert runs == [1]
