@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import sqlite_utils
 
+from .. import _cron
 from .. import promise as rules
 from ..exceptions import (
     InvalidRequestError,
@@ -34,14 +35,16 @@ from ..exceptions import (
     StoreError,
 )
 from ..promise import EMPTY, DurablePromise, State, Value
+from . import _schedule_table as schedule_table
 from ._commit import GroupCommit
-from .base import Lock, SearchPage, Written, validate_value
+from .base import Lock, Schedule, SchedulePage, SearchPage, Written, validate_value
 
 __all__ = ["SQLiteStore"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: 1: promises and locks; 2: schedules.
+SCHEMA_VERSION = 2
 
 _COLUMNS = (
     "id, state, timeout, param_headers, param_data, value_headers, value_data,"
@@ -372,6 +375,133 @@ class SQLiteStore:
             ).rowcount
         )
 
+    # -- schedules --------------------------------------------------------
+
+    def create_schedule(
+        self,
+        schedule_id: str,
+        cron: str,
+        promise_id: str,
+        promise_timeout: int,
+        *,
+        description: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        promise_param: Value = EMPTY,
+        promise_tags: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Schedule:
+        """Create a schedule, or answer a duplicate create with the stored one.
+
+        The same contract as :meth:`RemoteStore.create_schedule`: ``promise_id``
+        is a template over ``{{.id}}`` and ``{{.timestamp}}``, ``promise_timeout``
+        relative milliseconds, and without a key the schedule id is the key.
+        The first run is the first time ``cron`` names after now (UTC). This
+        store only keeps schedules: :class:`~resonate_sync.Resonate` fires them.
+        Blocks until committed. Thread-safe.
+        :raises ScheduleAlreadyExistsError: when the id is taken under another key.
+        :raises InvalidRequestError: for a bad cron expression or field.
+        :raises StoreError: when the database failed.
+        """
+        now = self.clock()
+        schedule = Schedule(
+            id=_non_empty(schedule_id, "schedule id"),
+            cron=_cron.validate(cron),
+            promise_id=_non_empty(promise_id, "promise id template"),
+            promise_timeout=_relative_ms(promise_timeout),
+            description=description,
+            tags=rules.validate_tags(tags),
+            promise_param=validate_value(promise_param, "promise_param"),
+            promise_tags=rules.validate_tags(promise_tags),
+            idempotency_key=idempotency_key or schedule_id,
+            created_on=now,
+            next_run_time=_cron.next_after(cron, now),
+        )
+        sort_id = _next_sort_id()
+        stored: Schedule = self._write(
+            lambda connection: schedule_table.insert(connection, schedule, sort_id)
+        )
+        return stored
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        """Read a schedule. Does not block on writers. Thread-safe.
+
+        :raises ScheduleNotFoundError: when there is no such schedule.
+        :raises StoreError: when the database failed.
+        """
+        found: Optional[Schedule] = self._read(
+            lambda connection: schedule_table.select(connection, schedule_id)
+        )
+        if found is None:
+            raise schedule_table.not_found(schedule_id)
+        return found
+
+    def search_schedules(
+        self,
+        pattern: Optional[str] = None,
+        *,
+        tags: Optional[Mapping[str, str]] = None,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> SchedulePage:
+        """One page of schedules whose id matches ``pattern``, newest first.
+
+        Matching and paging as in :meth:`search`. Unlike a Resonate server's
+        search rows, these rows carry every field. Thread-safe.
+        :raises InvalidRequestError: for a bad pattern, limit or cursor.
+        """
+        query = _decode_cursor(cursor) if cursor else _query(pattern, None, tags, limit)
+        glob = _glob(query["pattern"])
+        rows = self._read(
+            lambda connection: schedule_table.search(connection, query, glob)
+        )
+        next_cursor = None
+        if len(rows) == query["limit"]:
+            last_sort_id, last = rows[-1]
+            next_cursor = _encode_cursor({**query, "before": [last_sort_id, last.id]})
+        return SchedulePage([schedule for _, schedule in rows], next_cursor)
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule; promises it created stay. Blocks until committed.
+
+        :raises ScheduleNotFoundError: when there is no such schedule.
+        :raises StoreError: when the database failed.
+        """
+        self._write(lambda connection: schedule_table.delete(connection, schedule_id))
+
+    def due_schedules(self, now: int) -> List[Schedule]:
+        """Every schedule whose next run is at or before ``now``, earliest first.
+
+        Does not block on writers. Thread-safe.
+        """
+        found: List[Schedule] = self._read(
+            lambda connection: schedule_table.due(connection, now)
+        )
+        return found
+
+    def fire_schedule(
+        self, schedule: Schedule, run_time: int, next_run_time: int
+    ) -> Optional[Written]:
+        """Fire run ``run_time`` of ``schedule``, unless another process did.
+
+        In one transaction: move the schedule's next run time from
+        ``schedule.next_run_time`` (as read) to ``next_run_time``, and create
+        the run's pending promise, tagged ``resonate:invocation`` and
+        ``resonate:schedule``, keyed by its own id. Processes sharing the file
+        therefore fire each run once between them. Blocks until committed.
+        :returns: the run's promise, or None when the next run time had moved
+            (another process fired it) or the schedule is gone.
+        :raises PromiseAlreadyExistsError: when the run's promise id is taken
+            under another key; the schedule has moved on all the same.
+        :raises StoreError: when the database failed; nothing was written.
+        """
+        run = (run_time, next_run_time, self.clock())
+        fired: Optional[Written] = self._write(
+            lambda connection: schedule_table.fire(
+                connection, schedule, run, lambda c, new: _create(c, new, False)
+            )
+        )
+        return fired
+
     # -- helpers ----------------------------------------------------------
 
     def _read(self, read: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -425,6 +555,10 @@ def _migrate(connection: sqlite3.Connection) -> None:
         " ON promises (timeout) WHERE state = 'PENDING'"
     )
     connection.execute(_CREATE_LOCKS)
+    # Version 1 files get the schedules table on first open by this release;
+    # every statement above is IF NOT EXISTS, so re-running them is harmless.
+    connection.execute(schedule_table.CREATE_SCHEDULES)
+    connection.execute(schedule_table.CREATE_DUE_INDEX)
     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     logger.info("created promise schema version %d", SCHEMA_VERSION)
 
@@ -632,3 +766,17 @@ def _decode_cursor(cursor: str) -> Dict[str, Any]:
             AttributeError, InvalidRequestError) as err:
         raise InvalidRequestError(f"search cursor {cursor!r} is not valid") from err
     return {**checked, "before": before}
+
+
+def _non_empty(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidRequestError(f"{what} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _relative_ms(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequestError(
+            f"promise timeout must be whole milliseconds >= 0, not {value!r}"
+        )
+    return value
