@@ -25,7 +25,8 @@ from .handle import InvocationHandle
 from .options import Options
 from .promise import validate_id
 from .promises import Promises
-from .stores.base import PromiseStore
+from .schedules import FiringLoop, Schedules, schedule_invocation
+from .stores.base import PromiseStore, Schedule
 from .stores.sqlite import SQLiteStore
 
 __all__ = ["Resonate"]
@@ -52,6 +53,8 @@ class Resonate:
     :param max_workers: threads that run invocations.
     :param recovery_interval: seconds between searches for pending
         invocations once :meth:`start` is called.
+    :param schedule_interval: seconds between passes of the loop that fires
+        schedules kept in SQLite, once :meth:`start` is called.
     :param clock: returns now in seconds since the epoch (tests inject it).
     :param sleep: waits between retries (tests inject it).
     """
@@ -63,6 +66,7 @@ class Resonate:
         url: Optional[str] = None,
         max_workers: Optional[int] = None,
         recovery_interval: float = 5.0,
+        schedule_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         sleep: Optional[Callable[[float], Any]] = None,
     ) -> None:
@@ -76,6 +80,10 @@ class Resonate:
         self.promises = Promises(self.store, clock)
         self._recovery_interval = recovery_interval
         self._recovery: Optional[threading.Thread] = None
+        self._firing = FiringLoop(
+            self.store, lambda: round(clock() * 1000), self.recover, schedule_interval
+        )
+        self.schedules = Schedules(self.store, self._firing)
 
     # -- registering ------------------------------------------------------
 
@@ -172,6 +180,34 @@ class Resonate:
         call = self._call(function, invocation_id, args, kwargs, options)
         return self._runtime.invoke(call, inline=True).result()
 
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        function: Union[str, Callable[..., Any]],
+        *args: Any,
+        options: Optional[Options] = None,
+        **kwargs: Any,
+    ) -> Schedule:
+        """Invoke a registered function on a cron schedule, under the schedule ``name``.
+
+        ``cron`` has 5 fields, or 6 with leading seconds, in UTC. Each run is
+        an invocation ``"<name>.<run time in epoch ms>"`` that processes which
+        registered the function and called :meth:`start` run. Blocks until
+        the schedule is stored; calling it again with the same arguments
+        returns the stored schedule. See :mod:`resonate_sync.schedules`.
+
+        :param options: ``timeout``, ``tags`` and ``retry_policy`` of each run.
+        :returns: the schedule as stored.
+        :raises NotRegisteredError: when the function is not registered.
+        :raises ScheduleAlreadyExistsError: when ``name`` holds another schedule.
+        :raises InvalidRequestError: for a bad cron expression or option.
+        """
+        registered = self._runtime.registry.lookup(function)
+        return schedule_invocation(
+            self.schedules, name, cron, registered, (args, kwargs), options
+        )
+
     # -- lifecycle --------------------------------------------------------
 
     def start(self) -> None:
@@ -179,8 +215,10 @@ class Resonate:
 
         Starts a daemon thread; returns at once. Recovery runs each pending
         top-level invocation whose function is registered here and that is
-        not already running in this process.
+        not already running in this process. On SQLite, a second thread fires
+        due schedules every ``schedule_interval`` seconds.
         """
+        self._firing.start()
         if self._recovery is not None and self._recovery.is_alive():
             return
         self._recovery = threading.Thread(
@@ -214,6 +252,7 @@ class Resonate:
         handles with ``ShutdownError`` and stay pending in the store, to be
         recovered; running ones finish on their threads.
         """
+        self._firing.stop(wait)
         self._runtime.shutdown(wait)
         if self._recovery is not None and wait:
             self._recovery.join()
