@@ -1,0 +1,7 @@
+"""``python -m resonate_sync``: the ``resonate-sync`` command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
