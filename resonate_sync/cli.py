@@ -55,14 +55,15 @@ def main(
     """Run one command and return its exit code; errors go to stderr, one line.
 
     :param argv: the arguments after the program name (default: ``sys.argv``).
-    :param clock: now in seconds since the epoch, for durations (tests inject it).
+    :param clock: now in seconds since the epoch: for deadlines, durations and
+        a SQLite store's clock (tests inject it).
     """
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exit:  # argparse: --help (0) or a usage error (2)
         return int(exit.code or 0)
     try:
-        return _run(args, int(clock() * 1000))
+        return _run(args, lambda: round(clock() * 1000))
     except BrokenPipeError:  # `| head`: the reader left; nothing to report
         sys.stdout = open(os.devnull, "w")
         return 0
@@ -80,10 +81,10 @@ def _exit_code(err: ResonateError) -> int:
     return EXIT_REFUSED
 
 
-def _run(args: argparse.Namespace, now: int) -> int:
-    store = _open_store(args)
+def _run(args: argparse.Namespace, clock: Callable[[], int]) -> int:
+    store = _open_store(args, clock)
     try:
-        output = args.command(store, args, now)
+        output = args.command(store, args, clock())
     finally:
         store.close()
     if args.json:
@@ -94,7 +95,7 @@ def _run(args: argparse.Namespace, now: int) -> int:
     return 0
 
 
-def _open_store(args: argparse.Namespace) -> Any:
+def _open_store(args: argparse.Namespace, clock: Callable[[], int]) -> Any:
     url = args.url or (None if args.db else os.environ.get("RESONATE_URL"))
     if url:
         from .stores.remote import RemoteStore  # requests only when used
@@ -105,7 +106,7 @@ def _open_store(args: argparse.Namespace) -> Any:
     path = args.db or os.environ.get("RESONATE_DB") or "resonate.db"
     if not args.writes and not os.path.exists(path):
         raise StoreError(f"no database at {path!r}")
-    return SQLiteStore(path, busy_timeout=10)
+    return SQLiteStore(path, clock=clock, busy_timeout=10)
 
 
 # -- promises -------------------------------------------------------------
