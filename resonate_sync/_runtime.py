@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import threading
+import weakref
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from . import encoding
@@ -119,6 +120,7 @@ class Runtime:
         self._sleep = sleep or self.stopping.wait
         self._max_workers = max_workers
         self._reset()
+        _check_fork_in_child(self)
 
     def _reset(self) -> None:
         self._pid = os.getpid()
@@ -439,9 +441,14 @@ class Runtime:
     def _check_fork(self) -> None:
         # After os.fork() only the forking thread exists in the child: the
         # parent's pool threads, locks held by them and running invocations
-        # are gone. Start afresh; the store reopens its own connections.
+        # are gone. Start afresh; the store reopens its own connections. The
+        # inherited handles fail: nothing here would settle them, and running
+        # their work here too would run it in both processes.
         if self._pid != os.getpid():
+            inherited = list(self._running.items())
             self._reset()
+            for invocation_id, entry in inherited:
+                _fail_inherited(entry.handle, invocation_id)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the pool: drain it when ``wait``, else fail unstarted handles.
@@ -490,6 +497,35 @@ def _fail_unstarted(handle: InvocationHandle[Any], invocation_id: str) -> None:
                 promise_id=invocation_id,
             )
         )
+
+
+def _check_fork_in_child(runtime: Runtime) -> None:
+    # At the fork itself, so that a handle the child already holds fails
+    # instead of waiting forever; weak, so the hook does not keep the
+    # runtime alive.
+    reference = weakref.ref(runtime)
+
+    def after_in_child() -> None:
+        alive = reference()
+        if alive is not None:
+            alive._check_fork()
+
+    os.register_at_fork(after_in_child=after_in_child)
+
+
+def _fail_inherited(handle: Optional[InvocationHandle[Any]], invocation_id: str) -> None:
+    if handle is None or handle.done():
+        return
+    task = handle._task
+    if task is not None:
+        task._claim.acquire(blocking=False)  # it must not run in this process
+    handle.future.set_exception(
+        ShutdownError(
+            f"invocation {invocation_id!r} belongs to the process this one was"
+            " forked from; its promise stays pending there",
+            promise_id=invocation_id,
+        )
+    )
 
 
 def _stored_arguments(call: Call, promise: DurablePromise) -> Call:
