@@ -643,7 +643,7 @@ def test_invoking_after_shutdown_is_refused(make_resonate):
 # -- fork ---------------------------------------------------------------------------------
 
 
-def _in_child(body) -> int:
+def _in_child(body, limit: float = WAIT) -> int:
     """Run ``body`` in a forked child and return its exit code (124: it hung)."""
     read, write = os.pipe()
     pid = os.fork()
@@ -664,7 +664,7 @@ def _in_child(body) -> int:
         ready.set()
 
     threading.Thread(target=reader, daemon=True).start()
-    if not ready.wait(WAIT):
+    if not ready.wait(limit):
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         return 124
@@ -718,6 +718,31 @@ def test_a_fork_while_an_invocation_runs_does_not_hang_the_child(make_resonate):
 
     try:
         assert _in_child(child) == 0
+    finally:
+        gate.set()
+    assert handle.result(WAIT) == "parent's"
+
+
+def test_a_handle_running_at_fork_time_fails_clearly_in_the_child(make_resonate):
+    resonate = make_resonate(max_workers=2)
+    started, gate = threading.Event(), threading.Event()
+
+    @resonate.register
+    def blocker(ctx):
+        started.set()
+        wait_for(gate)
+        return "parent's"
+
+    handle = resonate.invoke_local(blocker, "fh-1")
+    wait_for(started)
+
+    def child() -> bool:
+        # The thread running it is gone in the child: an untimed wait must
+        # not hang.
+        return isinstance(handle.exception(), ShutdownError)
+
+    try:
+        assert _in_child(child, limit=3) == 0
     finally:
         gate.set()
     assert handle.result(WAIT) == "parent's"
