@@ -360,7 +360,9 @@ def test_a_child_argument_that_is_not_json_fails_the_parent_before_writing(
         resonate.promises.get("ea-1.1")
 
 
-def test_a_non_durable_child_retries_without_a_promise_and_reruns(make_resonate, fake_sleep):
+def test_a_non_durable_child_retries_without_a_promise_and_reruns(
+    make_resonate, fake_sleep
+):
     resonate = make_resonate()
     runs: List[int] = []
     crash = [True]

@@ -280,7 +280,9 @@ _WORKER = textwrap.dedent(
         say("recovered")
     elif mode == "tally":
         name = sys.argv[4]
-        handles = [resonate.invoke_local(tally, f"own-{name}-{n}", n) for n in range(40)]
+        handles = [
+            resonate.invoke_local(tally, f"own-{name}-{n}", n) for n in range(40)
+        ]
         handles += [resonate.invoke_local(tally, f"shared-{n}", n) for n in range(40)]
         values = [handle.result(20) for handle in handles]
         resonate.shutdown(wait=True)
