@@ -571,7 +571,7 @@ def test_one_worker_parents_waiting_on_children_with_a_timeout_still_finish(
     assert [h.result(WAIT) for h in handles] == [3] * 5
 
 
-# -- shutdown ---------------------------------------------------------------------------
+# -- shutdown --------------------------------------------------------------------------
 
 
 def test_shutdown_wait_drains_submitted_invocations(make_resonate):
@@ -640,7 +640,7 @@ def test_invoking_after_shutdown_is_refused(make_resonate):
         resonate.invoke_local("work", "after-1")
 
 
-# -- fork -------------------------------------------------------------------------------
+# -- fork ------------------------------------------------------------------------------
 
 
 def _in_child(body, limit: float = WAIT) -> int:
