@@ -20,10 +20,10 @@ SOURCES = {
     "top.py": "import os\n\n\ndef main():\n    return os.getcwd()\n",
     "pkg/__init__.py": "",
     "pkg/shapes.py": (
-        "class Shape:\n    def area(self):\n        raise NotImplementedError\n"
-        "\n\n"
-        "class Square(Shape):\n    def __init__(self, side):\n        self.side = side\n"
-        "\n    def area(self):\n        return self.side ** 2\n"
+        "class Shape:\n    def area(self):\n        raise NotImplementedError\n\n\n"
+        "class Square(Shape):\n    def __init__(self, side):\n"
+        "        self.side = side\n\n"
+        "    def area(self):\n        return self.side ** 2\n"
     ),
     "pkg/deep/tools.py": "async def fetch():\n    pass\n\n\ndef helper():\n    pass\n",
     "pkg/deep/notes.txt": "not python, not analyzed\n",
