@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from resonate_sync import InvocationHandle, RemoteStore, Resonate, State
+from resonate_sync import InvocationHandle, RemoteStore, Resonate, State, StoreError
 from server import Fault, TestServer
 
 WAIT = 10.0  # seconds any wait may take before the test fails
@@ -287,6 +287,47 @@ def test_every_fault_at_once_with_a_restart(
     )
 
     assert_exactly_once(handles, batch, store, server)
+
+
+def test_an_outage_longer_than_the_retries_leaves_pending_work_for_recovery(
+    server: TestServer,
+) -> None:
+    """When every retry fails, invocations end with StoreError and their
+    promises stay pending; once the server is back, recovery finishes them,
+    still writing each promise once. A child that had finished but could not
+    record it runs again: the store never saw its first run."""
+    with RemoteStore(server.url, timeout=(1, 0.3), retries=1, backoff=0.01) as store:
+        resonate = Resonate(store, max_workers=WORKERS, sleep=lambda seconds: None)
+        batch = Batch(resonate)
+        batch.gate, batch.running_after = threading.Event(), SURELY_RUNNING
+        try:
+            fail_then_recover(resonate, batch, server)
+        finally:
+            batch.gate.set()
+            resonate.shutdown(wait=True)
+
+        once = {key: 1 for key in expected_ids()}
+        assert {key: server.app.applied["create", key] for key in once} == once
+        assert {key: server.app.applied["complete", key] for key in once} == once
+        assert all_states(store) == {key: State.RESOLVED for key in once}
+    assert set(batch.executions) == set(once)
+    assert max(batch.executions.values()) == 2  # run again, but only once again
+
+
+def fail_then_recover(resonate: Resonate, batch: Batch, server: TestServer) -> None:
+    """Stop the server mid-batch until every handle failed, then recover."""
+    handles = batch.start(resonate)
+    assert batch.running.wait(WAIT), "no children ran"
+    server.stop()
+    assert batch.gate is not None
+    batch.gate.set()
+    for handle in handles.values():
+        assert isinstance(handle.exception(WAIT), StoreError)
+
+    server.start()
+    assert resonate.recover() == PARENTS
+    for key in handles:  # the same id again: the recovered invocation's handle
+        assert resonate.invoke_local("total", key, CHILDREN).result(WAIT) == SQUARES
 
 
 # -- a store shared across fork() ---------------------------------------------------
