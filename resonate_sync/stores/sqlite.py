@@ -171,11 +171,27 @@ class SQLiteStore:
                 check_same_thread=False,
             )
             connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            sqlite_utils.Database(connection).enable_wal()
+            self._enable_wal(connection)
             connection.execute(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.Error as err:
             raise StoreError(f"cannot open sqlite database {self.path!r}: {err}") from err
         return connection
+
+    def _enable_wal(self, connection: sqlite3.Connection) -> None:
+        # Switching a new file to WAL needs an exclusive lock, and SQLite
+        # answers "locked" at once, without its busy handler, while another
+        # process is opening the same file: try again for the busy timeout.
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.002
+        while True:
+            try:
+                sqlite_utils.Database(connection).enable_wal()
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def _writer_connection(self) -> sqlite3.Connection:
         return self._writer
