@@ -17,8 +17,9 @@ import functools
 import logging
 import os
 import threading
+import time
 import weakref
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Set, Tuple, Union
 
 from . import encoding
 from ._registry import Registered, Registry
@@ -33,9 +34,13 @@ from .exceptions import (
     ResonateError,
     StoreError,
 )
+from ._lease import OWNER_TAG, Leases
+from ._outcome import encode_outcome, outcome, outcome_future, settle, settle_volatile
+from ._watch import Watcher
 from .handle import InvocationHandle, Task
 from .options import Options
-from .promise import DurablePromise, State
+from .promise import validate_id
+from .promise import EMPTY, TIMER_TAG, DurablePromise, State, Value
 from .retry import policy_from_json
 from .stores.base import PromiseStore
 
@@ -46,6 +51,10 @@ logger = logging.getLogger(__name__)
 INVOCATION_TAG = "resonate:invocation"
 PARENT_TAG = "resonate:parent"
 ROOT_TAG = "resonate:root"
+
+#: Seconds between two reads of an invocation's promise for cancels made
+#: elsewhere, and the longest a durable sleep waits without looking.
+_CANCEL_CHECK_INTERVAL = 1.0
 
 # Errors that replay would raise again the same way: retrying cannot help.
 _DETERMINISTIC = (
@@ -85,13 +94,14 @@ class _Entry:
     # The creator holds ``lock`` until the handle exists; a second caller
     # with the same id waits on it and gets the same handle, if it calls
     # the same function.
-    __slots__ = ("lock", "handle", "function")
+    __slots__ = ("lock", "handle", "function", "leased")
 
     def __init__(self, function: str) -> None:
         self.lock = threading.Lock()
         self.lock.acquire()
         self.handle: Optional[InvocationHandle[Any]] = None
         self.function = function
+        self.leased = False  # runs under a lease taken over from a dead process
 
 
 class Runtime:
@@ -101,8 +111,9 @@ class Runtime:
     :param max_workers: threads in the pool (``ThreadPoolExecutor``'s default
         when None).
     :param clock: returns now in seconds since the epoch.
-    :param sleep: waits the given seconds between retries; the default wakes
-        early on shutdown.
+    :param sleep: waits the given seconds between retries and durable sleeps;
+        the default wakes early on ``shutdown(wait=False)``.
+    :param lease_ttl: seconds a process keeps its leases without a heartbeat.
     """
 
     def __init__(
@@ -112,13 +123,20 @@ class Runtime:
         max_workers: Optional[int],
         clock: Callable[[], float],
         sleep: Optional[Callable[[float], Any]] = None,
+        lease_ttl: float = 30.0,
     ) -> None:
         self.store = store
         self.clock = clock
         self.registry = Registry()
+        # stopping: no new top-level work. abandon: stop waiting, leave work
+        # pending. closed: the heartbeat and the watcher end.
         self.stopping = threading.Event()
-        self._sleep = sleep or self.stopping.wait
+        self.abandon = threading.Event()
+        self.closed = threading.Event()
+        self._sleep = sleep or self.abandon.wait
         self._max_workers = max_workers
+        self.leases = Leases(store, lease_ttl, self.closed)
+        self.watcher = Watcher(store, self.closed)
         self._reset()
         _check_fork_in_child(self)
 
@@ -126,6 +144,7 @@ class Runtime:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._running: Dict[str, _Entry] = {}
+        self._canceled: Set[str] = set()
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
     def now_ms(self) -> int:
@@ -151,6 +170,8 @@ class Runtime:
                 promise_id=call.id,
             )
         param = self._encode_param(call)
+        if call.id == call.root:
+            call = call._replace(tags={**call.tags, OWNER_TAG: self.leases.ensure()})
         while True:
             entry, mine = self._reserve(call.id, call.registered.name)
             if mine:
@@ -187,7 +208,10 @@ class Runtime:
                 self._release(call.id, entry)
                 entry.handle = InvocationHandle(call.id, outcome_future(promise))
                 return entry.handle
-            handle = self._submit(call, entry, inline)
+            if created or call.id != call.root or self._may_run(promise, entry):
+                handle = self._submit(call, entry, inline)
+            else:
+                handle = self._wait_elsewhere(call, entry)
         except BaseException:
             self._release(call.id, entry)
             raise
@@ -233,6 +257,40 @@ class Runtime:
             ) from err
         return handle
 
+    def _may_run(self, promise: DurablePromise, entry: _Entry) -> bool:
+        # A pending top-level invocation made elsewhere runs here only when
+        # its owner is gone and this process wins its lease (see _lease.py).
+        owner = promise.tags.get(OWNER_TAG)
+        if owner == self.leases.process_id:
+            return True
+        if self.leases.owner_alive(owner) or not self.leases.take(promise.id):
+            return False
+        entry.leased = True
+        return True
+
+    def _wait_elsewhere(self, call: Call, entry: _Entry) -> InvocationHandle[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        handle = entry.handle = InvocationHandle(call.id, future)
+
+        def completed(result: Union[DurablePromise, ResonateError]) -> None:
+            self._release(call.id, entry)
+            _settle_watched(future, result)
+
+        def pending(promise: DurablePromise) -> bool:
+            if self.stopping.is_set() or not self._may_run(promise, entry):
+                return False
+            task = Task(functools.partial(self._execute, call, entry, future))
+            handle._task = task
+            try:
+                self._executor_for_submit().submit(task)
+            except RuntimeError:
+                pass  # shut down: whoever waits on the handle runs it
+            return True
+
+        logger.debug("invocation %r runs in another process; waiting", call.id)
+        self.watcher.watch(call.id, completed, pending)
+        return handle
+
     def invoke_child(
         self,
         parent: Call,
@@ -256,6 +314,103 @@ class Runtime:
             return self._submit(call, None)
         return self.invoke(call)
 
+    def top_level_call(
+        self,
+        function: Any,
+        invocation_id: str,
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
+        options: Optional[Options],
+    ) -> Call:
+        """The call of a top-level invocation: registered function, resolved options."""
+        registered = self.registry.lookup(function)
+        resolved = registered.defaults.merged(options)
+        timeout_ms = self.now_ms() + int(resolved.timeout * 1000)  # type: ignore[operator]
+        return Call(
+            validate_id(invocation_id), registered, args, kwargs, resolved,
+            timeout_ms, {**resolved.tags, INVOCATION_TAG: "true"},  # type: ignore[dict-item]
+            invocation_id,
+        )
+
+    # -- durable steps other than children ---------------------------------
+
+    def check_canceled(self, call: Call, context: Context) -> None:
+        """Raise PromiseCanceledError if ``call`` or its root was canceled.
+
+        Cancels made in this process are known at once; the store is read at
+        most once a second per invocation for cancels made elsewhere.
+        """
+        canceled = self._canceled
+        if call.id in canceled or call.root in canceled:
+            raise _canceled_error(call, call.id if call.id in canceled else call.root)
+        now = time.monotonic()
+        if now - context.checked < _CANCEL_CHECK_INTERVAL:
+            return
+        context.checked = now
+        for promise_id in {call.id, call.root}:
+            if self.store.get(promise_id).state is State.REJECTED_CANCELED:
+                canceled.add(promise_id)  # the rest of the tree sees it at once
+                raise _canceled_error(call, promise_id)
+
+    def sleep_step(self, parent: Call, position: int, seconds: float) -> None:
+        """Durable sleep: a timer promise whose deadline survives a restart."""
+        timer_id = f"{parent.id}.{position}"
+        deadline = self.now_ms() + max(0, int(seconds * 1000))
+        tags = {TIMER_TAG: "true", PARENT_TAG: parent.id, ROOT_TAG: parent.root}
+        promise = self._create_step(timer_id, deadline, EMPTY, tags)
+        while promise.pending:
+            remaining = (promise.timeout - self.now_ms()) / 1000
+            if remaining > 0:
+                self._sleep(min(remaining, _CANCEL_CHECK_INTERVAL))
+                if self.abandon.is_set():
+                    raise ShutdownError(
+                        f"resonate shut down while {parent.id!r} slept",
+                        promise_id=parent.id,
+                    )
+            if parent.id in self._canceled or parent.root in self._canceled:
+                break  # the caller's next check raises
+            promise = self.store.get(timer_id)  # a timer resolves at its timeout
+        if not promise.pending:
+            outcome(promise)
+
+    def promise_step(
+        self,
+        parent: Call,
+        promise_id: str,
+        timeout: Optional[float],
+        param: Any,
+        tags: Optional[Dict[str, str]],
+    ) -> InvocationHandle[Any]:
+        """A durable promise completed from outside; its handle waits for it."""
+        deadline = parent.timeout_ms
+        if timeout is not None:
+            deadline = self.now_ms() + int(timeout * 1000)
+        data = EMPTY if param is None else encoding.encode_value(param, "param")
+        all_tags = {**(tags or {}), PARENT_TAG: parent.id, ROOT_TAG: parent.root}
+        promise = self._create_step(promise_id, deadline, data, all_tags)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if promise.pending:
+            self.watcher.watch(promise_id, functools.partial(_settle_watched, future))
+        else:
+            settle(future, promise)
+        return InvocationHandle(promise_id, future)
+
+    def _create_step(
+        self, promise_id: str, deadline: int, param: Value, tags: Dict[str, str]
+    ) -> DurablePromise:
+        try:
+            return self.store.create(
+                promise_id, deadline, param=param, tags=tags, idempotency_key=promise_id
+            ).promise
+        except PromiseAlreadyExistsError:
+            return self.store.get(promise_id)
+
+    def notify(self, promise: DurablePromise) -> None:
+        """A promise was completed through this process: wake whoever waits on it."""
+        if promise.state is State.REJECTED_CANCELED and promise.id in self._running:
+            self._canceled.add(promise.id)
+        self.watcher.notify(promise)
+
     # -- running ----------------------------------------------------------
 
     def _execute(
@@ -264,25 +419,34 @@ class Runtime:
         try:
             state, result = self._attempts(call)
             if entry is None:  # a non-durable child: there is no promise
-                settle = functools.partial(_settle_volatile, future, state, result)
+                finish = functools.partial(settle_volatile, future, state, result)
             else:
                 promise = self._complete(call, state, result)
-                settle = functools.partial(_settle, future, promise)
+                finish = functools.partial(self._settle, future, promise)
         except _Pending as pending:
-            settle = functools.partial(future.set_exception, pending.error)
+            finish = functools.partial(future.set_exception, pending.error)
         except BaseException as error:  # a fault of the runtime itself
             logger.exception("invocation %r failed in the runtime", call.id)
-            settle = functools.partial(future.set_exception, error)
+            finish = functools.partial(future.set_exception, error)
         if entry is not None:
             self._release(call.id, entry)
-        settle()
+            self._canceled.discard(call.id)
+            if entry.leased:
+                self.leases.release(call.id)
+        finish()
+
+    def _settle(
+        self, future: "concurrent.futures.Future[Any]", promise: DurablePromise
+    ) -> None:
+        settle(future, promise)
+        self.watcher.notify(promise)
 
     def _attempts(self, call: Call) -> Tuple[State, Any]:
         attempt = 0
         while True:
             attempt += 1
             context = Context(self, call, attempt)
-            error = _call_function(call, context)
+            error = _start_unless_canceled(self._canceled, call, context)
             for child_error in context.join():
                 if _stays_pending(child_error):
                     raise _Pending(child_error)
@@ -318,7 +482,7 @@ class Runtime:
 
     def _pause(self, delay: float, call: Call) -> None:
         self._sleep(delay)
-        if self.stopping.is_set():
+        if self.abandon.is_set():
             raise _Pending(
                 ShutdownError(
                     f"resonate shut down while invocation {call.id!r} waited to retry",
@@ -327,7 +491,7 @@ class Runtime:
             )
 
     def _complete(self, call: Call, state: State, result: Any) -> DurablePromise:
-        state, value = _encode_outcome(call, state, result)
+        state, value = encode_outcome(call.id, call.registered.name, state, result)
         delay = 0.05
         for _ in range(8):
             try:
@@ -392,7 +556,8 @@ class Runtime:
         try:
             # The search may predate an invocation that has ended here since;
             # read again now that no other run of this id can start here.
-            if not self.store.get(promise.id).pending:
+            fresh = self.store.get(promise.id)
+            if not fresh.pending or not self._may_run(fresh, entry):
                 self._release(promise.id, entry)
                 return 0
             self._submit(call, entry)
@@ -451,24 +616,81 @@ class Runtime:
                 _fail_inherited(entry.handle, invocation_id)
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop the pool: drain it when ``wait``, else fail unstarted handles.
+        """Stop: drain the pool when ``wait``, else abandon what has not ended.
 
-        Invocations that had not started stay pending in the store.
+        ``wait=True`` blocks until every submitted invocation has ended, its
+        retries and durable sleeps included. ``wait=False`` returns at once:
+        unstarted invocations fail their handles, waits for retries and sleeps
+        end, and their promises stay pending for recovery. Either way, this
+        process then gives back its leases.
         """
         self.stopping.set()
+        if not wait:
+            self.abandon.set()
         executor = self._executor
-        if executor is None or self._pid != os.getpid():
-            return
-        if wait:
-            executor.shutdown(wait=True)
-            return
+        if executor is not None and self._pid == os.getpid():
+            if wait:
+                executor.shutdown(wait=True)
+            else:
+                self._fail_all_unstarted()
+                executor.shutdown(wait=False, cancel_futures=True)
+        self._fail_waiting()
+        self.closed.set()
+        self.leases.close()
+
+    def _fail_all_unstarted(self) -> None:
         with self._lock:
             entries = list(self._running.items())
         for invocation_id, entry in entries:
             handle = entry.handle
             if handle is not None and not handle.done():
                 _fail_unstarted(handle, invocation_id)
-        executor.shutdown(wait=False, cancel_futures=True)
+
+    def _fail_waiting(self) -> None:
+        # Handles waiting on an invocation that runs in another process have
+        # no work here to drain; once the watcher stops, nothing would settle
+        # them.
+        with self._lock:
+            entries = list(self._running.items())
+        for invocation_id, entry in entries:
+            handle = entry.handle
+            if handle is not None and handle._task is None and not handle.done():
+                error = ShutdownError(
+                    f"resonate shut down while invocation {invocation_id!r}"
+                    " ran in another process",
+                    promise_id=invocation_id,
+                )
+                try:
+                    handle.future.set_exception(error)
+                except concurrent.futures.InvalidStateError:
+                    pass  # settled meanwhile by the watcher
+
+
+def _canceled_error(call: Call, canceled_id: str) -> PromiseCanceledError:
+    if canceled_id == call.id:
+        message = f"invocation {call.id!r} was canceled"
+    else:
+        message = f"invocation {call.id!r} stopped: {canceled_id!r} was canceled"
+    return PromiseCanceledError(message, promise_id=canceled_id)
+
+
+def _settle_watched(
+    future: "concurrent.futures.Future[Any]",
+    result: Union[DurablePromise, ResonateError],
+) -> None:
+    if isinstance(result, DurablePromise):
+        settle(future, result)
+    elif not future.done():
+        future.set_exception(result)
+
+
+def _start_unless_canceled(
+    canceled: Set[str], call: Call, context: Context
+) -> Optional[BaseException]:
+    # A child queued before its tree was canceled does not start.
+    if call.id in canceled or call.root in canceled:
+        return _canceled_error(call, call.id if call.id in canceled else call.root)
+    return _call_function(call, context)
 
 
 def _call_function(call: Call, context: Context) -> Optional[BaseException]:
@@ -574,56 +796,3 @@ def _raise_for_argument(call: Call) -> None:
         encoding.encode_json(argument, f"argument {position} of {name!r}")
     for keyword, argument in call.kwargs.items():
         encoding.encode_json(argument, f"argument {keyword!r} of {name!r}")
-
-
-def _encode_outcome(call: Call, state: State, result: Any) -> Tuple[State, Any]:
-    if state is State.REJECTED:
-        return state, encoding.encode_error(result)
-    try:
-        return state, encoding.encode_value(
-            result, f"value returned by {call.registered.name!r}"
-        )
-    except EncodingError as err:
-        logger.error("invocation %r returned a value that is not JSON", call.id)
-        return State.REJECTED, encoding.encode_error(err)
-
-
-def outcome_future(promise: DurablePromise) -> "concurrent.futures.Future[Any]":
-    """A future already settled with a completed promise's outcome."""
-    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    _settle(future, promise)
-    return future
-
-
-def _settle(future: "concurrent.futures.Future[Any]", promise: DurablePromise) -> None:
-    try:
-        value = _outcome(promise)
-    except BaseException as error:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
-
-
-def _outcome(promise: DurablePromise) -> Any:
-    if promise.state is State.RESOLVED:
-        return encoding.decode_value(promise.value, f"value of {promise.id!r}")
-    if promise.state is State.REJECTED:
-        raise encoding.decode_error(promise.value)
-    if promise.state is State.REJECTED_CANCELED:
-        raise PromiseCanceledError(
-            f"promise {promise.id!r} was canceled", promise_id=promise.id
-        )
-    if promise.state is State.REJECTED_TIMEDOUT:
-        raise PromiseTimedOutError(
-            f"promise {promise.id!r} timed out", promise_id=promise.id
-        )
-    raise StoreError(f"promise {promise.id!r} is still pending")
-
-
-def _settle_volatile(
-    future: "concurrent.futures.Future[Any]", state: State, result: Any
-) -> None:
-    if state is State.RESOLVED:
-        future.set_result(result)
-    else:
-        future.set_exception(result)

@@ -10,7 +10,8 @@ anything but its arguments and its children's results.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Union
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 from .options import Options
 
@@ -37,6 +38,7 @@ class Context:
         self.root_id = call.root
         self.attempt = attempt
         self.value: Any = None
+        self.checked = time.monotonic()  # when cancels were last read
         self._runtime = runtime
         self._call = call
         self._position = 0
@@ -60,6 +62,7 @@ class Context:
         :raises FunctionMismatchError: when a re-run calls another function
             at this position than the stored child promise names.
         """
+        self._runtime.check_canceled(self._call, self)
         self._position += 1
         handle = self._runtime.invoke_child(
             self._call, self._position, function, args, kwargs, options
@@ -79,6 +82,65 @@ class Context:
         Blocks until the child ends; raises what the child raised.
         """
         return self.invoke_local(function, *args, options=options, **kwargs).result()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep durably: a restart does not reset the deadline.
+
+        Backed by a timer promise (a child position of its own) whose
+        deadline is stored when it is first made. A re-run whose sleep has
+        already ended continues at once. Blocks this thread until the
+        deadline; a cancel of this invocation ends it within a second.
+        :raises PromiseCanceledError: when this invocation is canceled.
+        """
+        self._runtime.check_canceled(self._call, self)
+        self._position += 1
+        self._runtime.sleep_step(self._call, self._position, seconds)
+        self._runtime.check_canceled(self._call, self)
+
+    def promise(
+        self,
+        id: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
+        param: Any = None,
+        tags: Optional[Dict[str, str]] = None,
+    ) -> "InvocationHandle[Any]":
+        """Make a durable promise for someone else to complete, and return its handle.
+
+        Anyone may complete it, from any process or machine, with
+        ``resonate.promises.resolve(id, value)``, ``reject`` or ``cancel``.
+        ``handle.result()`` blocks until then: at once when it is completed
+        through this process, within about a second otherwise (the store is
+        polled, backing off to once a second; no busy loop).
+
+        :param id: the promise id; by default ``"<invocation id>.<n>"``, a
+            child position like any other, so a re-run finds the same promise.
+        :param timeout: seconds until it times out; by default it shares this
+            invocation's timeout.
+        :param param: a JSON value stored with the promise (what to approve).
+        """
+        self._runtime.check_canceled(self._call, self)
+        self._position += 1
+        promise_id = id if id is not None else f"{self.invocation_id}.{self._position}"
+        return self._runtime.promise_step(self._call, promise_id, timeout, param, tags)
+
+    def detached(
+        self,
+        function: Union[str, Callable[..., Any]],
+        invocation_id: str,
+        *args: Any,
+        options: Optional[Options] = None,
+        **kwargs: Any,
+    ) -> "InvocationHandle[Any]":
+        """Start a new top-level invocation that this one does not wait for.
+
+        Like ``resonate.invoke_local``: ``function`` must be registered, and
+        the invocation is recovered on its own if its process dies. Its id is
+        the caller's to make deterministic.
+        """
+        self._runtime.check_canceled(self._call, self)
+        call = self._runtime.top_level_call(function, invocation_id, args, kwargs, options)
+        return self._runtime.invoke(call)
 
     def join(self) -> List[BaseException]:
         """Wait for every child started so far and return the errors they ended with.

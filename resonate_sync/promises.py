@@ -22,9 +22,15 @@ class Promises:
     Every call blocks until the store has answered.
     """
 
-    def __init__(self, store: PromiseStore, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: PromiseStore,
+        clock: Callable[[], float],
+        on_complete: Optional[Callable[[DurablePromise], None]] = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._on_complete = on_complete
 
     def get(self, promise_id: str) -> DurablePromise:
         """Read a promise (timing it out first if its timeout has passed).
@@ -111,7 +117,10 @@ class Promises:
     def _complete(
         self, promise_id: str, state: State, value: Value, keys: Mapping[str, Any]
     ) -> DurablePromise:
-        return self._store.complete(promise_id, state, value=value, **keys).promise
+        promise = self._store.complete(promise_id, state, value=value, **keys).promise
+        if self._on_complete is not None:
+            self._on_complete(promise)  # wakes this process's waiters at once
+        return promise
 
 
 def _value(value: Any) -> Value:

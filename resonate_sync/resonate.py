@@ -17,13 +17,12 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar, Union, overload
+from typing import Any, Callable, Optional, TypeVar, Union, overload
 
-from ._runtime import INVOCATION_TAG, Call, Runtime
+from ._runtime import Runtime
 from .exceptions import InvalidRequestError
 from .handle import InvocationHandle
 from .options import Options
-from .promise import validate_id
 from .promises import Promises
 from .schedules import FiringLoop, Schedules, schedule_invocation
 from .stores.base import PromiseStore, Schedule
@@ -55,8 +54,10 @@ class Resonate:
         invocations once :meth:`start` is called.
     :param schedule_interval: seconds between passes of the loop that fires
         schedules kept in SQLite, once :meth:`start` is called.
+    :param lease_ttl: seconds this process keeps its invocations without a
+        heartbeat; after that, other processes may take them over.
     :param clock: returns now in seconds since the epoch (tests inject it).
-    :param sleep: waits between retries (tests inject it).
+    :param sleep: waits between retries and durable sleeps (tests inject it).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class Resonate:
         max_workers: Optional[int] = None,
         recovery_interval: float = 5.0,
         schedule_interval: float = 1.0,
+        lease_ttl: float = 30.0,
         clock: Callable[[], float] = time.time,
         sleep: Optional[Callable[[float], Any]] = None,
     ) -> None:
@@ -75,9 +77,10 @@ class Resonate:
         self._owns_store = store is None
         self.store: PromiseStore = store if store is not None else _default_store(url)
         self._runtime = Runtime(
-            self.store, max_workers=max_workers, clock=clock, sleep=sleep
+            self.store, max_workers=max_workers, clock=clock, sleep=sleep,
+            lease_ttl=lease_ttl,
         )
-        self.promises = Promises(self.store, clock)
+        self.promises = Promises(self.store, clock, on_complete=self._runtime.notify)
         self._recovery_interval = recovery_interval
         self._recovery: Optional[threading.Thread] = None
         self._firing = FiringLoop(
@@ -142,25 +145,8 @@ class Resonate:
         :raises EncodingError: when an argument is not JSON; nothing is written.
         :raises StoreError: when the store failed.
         """
-        call = self._call(function, invocation_id, args, kwargs, options)
+        call = self._runtime.top_level_call(function, invocation_id, args, kwargs, options)
         return self._runtime.invoke(call)
-
-    def _call(
-        self,
-        function: Union[str, Callable[..., Any]],
-        invocation_id: str,
-        args: Tuple[Any, ...],
-        kwargs: Dict[str, Any],
-        options: Optional[Options],
-    ) -> Call:
-        registered = self._runtime.registry.lookup(function)
-        resolved = registered.defaults.merged(options)
-        timeout_ms = self._runtime.now_ms() + int(resolved.timeout * 1000)  # type: ignore[operator]
-        return Call(
-            validate_id(invocation_id), registered, args, kwargs, resolved,
-            timeout_ms, {**resolved.tags, INVOCATION_TAG: "true"},  # type: ignore[dict-item]
-            invocation_id,
-        )
 
     def run(
         self,
@@ -177,7 +163,7 @@ class Resonate:
         than on the pool, which spares two thread hand-offs; everything else
         (the promise, retries, the stored outcome) is as with ``invoke_local``.
         """
-        call = self._call(function, invocation_id, args, kwargs, options)
+        call = self._runtime.top_level_call(function, invocation_id, args, kwargs, options)
         return self._runtime.invoke(call, inline=True).result()
 
     def schedule(

@@ -176,6 +176,7 @@ def test_a_child_that_is_now_another_function_is_a_mismatch(make_resonate):
 
     with pytest.raises(Crash):
         old.run("parent", "mm-1")
+    old.shutdown(wait=False)  # the old process is gone, with its leases
     with pytest.raises(FunctionMismatchError) as raised:
         new.run("parent", "mm-1")
     assert "charge" in str(raised.value) and "refund" in str(raised.value)
@@ -205,6 +206,7 @@ def test_a_pending_child_that_is_now_another_function_is_a_mismatch(make_resonat
     with pytest.raises(Crash):
         old.run("parent", "mm-2")
     assert old.promises.get("mm-2.1").state is State.PENDING
+    old.shutdown(wait=False)  # the old process is gone, with its leases
     with pytest.raises(FunctionMismatchError, match="refund"):
         new.run("parent", "mm-2")
 

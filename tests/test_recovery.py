@@ -23,7 +23,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Crash(BaseException):
-    """Stands for the process dying: the promise is left pending."""
+    """Stands for the process dying: the promise is left pending.
+
+    The test then shuts the old Resonate down, which gives back its leases as
+    a dead process's expire, so that another may take its work over.
+    """
 
 
 class Declined(Exception):
@@ -58,6 +62,7 @@ def test_recover_runs_pending_invocations_registered_here(make_resonate):
     _leave_pending(old, add, "rc-1", 1, b=2)
     _leave_pending(old, add, "rc-2", 3, b=4)
     crash[0] = False
+    old.shutdown(wait=False)  # the old process is gone, with its leases
 
     assert new.recover() == 2
     new.shutdown(wait=True)
@@ -119,6 +124,7 @@ def test_recover_leaves_children_to_their_parent(make_resonate):
         resonate.register(parent)
     _leave_pending(old, parent, "rp-1")
     crash[0] = False
+    old.shutdown(wait=False)  # the old process is gone, with its leases
 
     assert new.recover() == 1  # the parent only: children carry no invocation tag
     new.shutdown(wait=True)
@@ -141,6 +147,7 @@ def test_recovery_retries_with_the_stored_policy(make_resonate, fake_sleep):
     new.register(flaky)  # the default policy here: the stored one must win
     _leave_pending(old, flaky, "rs-1")
     crash[0] = False
+    old.shutdown(wait=False)  # the old process is gone, with its leases
     assert new.recover() == 1
     wait_for(last)
     new.shutdown(wait=True)
@@ -162,6 +169,7 @@ def test_recovery_finds_more_than_one_page(make_resonate):
     for n in range(130):
         _leave_pending(old, work, f"pg-{n}", n)
     crash[0] = False
+    old.shutdown(wait=False)  # the old process is gone, with its leases
     assert new.recover() == 130
     new.shutdown(wait=True)
     assert list(new.promises.search("pg-*", state="pending")) == []
@@ -181,6 +189,7 @@ def test_start_recovers_in_the_background_until_shutdown(make_resonate):
     new.register(job)
     _leave_pending(old, job, "st-1")
     crash[0] = False
+    old.shutdown(wait=False)  # the old process is gone, with its leases
     new.start()
     new.start()  # a second start is a no-op
     wait_for(recovered)
@@ -228,6 +237,7 @@ def test_recovery_after_the_timeout_passed_times_the_promise_out(make_resonate, 
     new.register(job)
     _leave_pending(old, job, "to-1", options=Options(timeout=5))
     crash[0] = False
+    old.shutdown(wait=False)  # the old process is gone, with its leases
     clock.advance(6_000)
     assert new.recover() == 0
     assert new.promises.get("to-1").state is State.REJECTED_TIMEDOUT
