@@ -73,6 +73,7 @@ class GroupCommit:
 
     def _reset(self) -> None:
         self._guard = threading.Lock()
+        self._transacting = threading.Lock()  # held for each transaction
         self._queue: Deque[_Slot] = collections.deque()
         self._leading = False
 
@@ -99,6 +100,29 @@ class GroupCommit:
     def reset_after_fork(self) -> None:
         """Forget a queue and a leader that belonged to the parent's threads."""
         self._reset()
+
+    def pause_for_fork(self, timeout: float) -> bool:
+        """Wait until no transaction runs, and start none until :meth:`resume`.
+
+        Call it right before ``os.fork()``. SQLite keeps the locks of all of a
+        process's connections to one file in one table (``unixInodeInfo`` in
+        os_unix.c). A child forked while a transaction holds the write lock
+        inherits an entry saying that one of its connections holds it, and
+        none of its own connections can ever release it: every write in the
+        child would wait out the busy timeout and fail. A transaction still
+        waiting for another process's lock after ``timeout`` seconds is not
+        waited for: it holds nothing yet, and the fork must not hang on it.
+
+        :returns: True when paused; only then call :meth:`resume`.
+        """
+        # TODO: a transaction that wins the lock at the very instant of a fork
+        # that gave up waiting still leaves the child unable to write; closing
+        # that needs BEGIN retried here with SQLite's busy timeout at 0.
+        return self._transacting.acquire(timeout=timeout)
+
+    def resume(self) -> None:
+        """End :meth:`pause_for_fork`; call it after the fork in both processes."""
+        self._transacting.release()
 
     def _lead(self) -> None:
         with self._guard:
@@ -128,15 +152,16 @@ class GroupCommit:
                 slot.wake.release()
 
     def _transaction(self, batch: List[_Slot]) -> None:
-        connection = self._connection()
-        self._begin(connection)
-        try:
-            for slot in batch:
-                slot.value, slot.error = _apply(slot.write, connection)
-            connection.execute("COMMIT")
-        except BaseException:
-            _rollback(connection)
-            raise
+        with self._transacting:
+            connection = self._connection()
+            self._begin(connection)
+            try:
+                for slot in batch:
+                    slot.value, slot.error = _apply(slot.write, connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                _rollback(connection)
+                raise
 
     def _begin(self, connection: sqlite3.Connection) -> None:
         # BEGIN IMMEDIATE takes the write lock up front, so a transaction never

@@ -22,6 +22,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import sqlite_utils
@@ -117,6 +118,29 @@ class _SortIds:
 _next_sort_id = _SortIds()
 
 
+#: Seconds a fork waits for a write transaction in progress to end.
+_FORK_WAIT = 1.0
+
+
+def _pause_writes_across_fork(store: "SQLiteStore") -> None:
+    # A fork waits for the write transaction in progress (see
+    # GroupCommit.pause_for_fork); weak, so the hook does not keep the store
+    # alive.
+    reference = weakref.ref(store)
+    paused: List[GroupCommit] = []
+
+    def before() -> None:
+        alive = reference()
+        if alive is not None and alive._commit.pause_for_fork(_FORK_WAIT):
+            paused.append(alive._commit)
+
+    def after() -> None:
+        while paused:
+            paused.pop().resume()
+
+    os.register_at_fork(before=before, after_in_parent=after, after_in_child=after)
+
+
 class SQLiteStore:
     """Durable promises in a SQLite file, through sqlite-utils.
 
@@ -148,6 +172,7 @@ class SQLiteStore:
         self._pid = os.getpid()
         self._inherited: List[sqlite3.Connection] = []
         self._open()
+        _pause_writes_across_fork(self)
 
     # -- connections ------------------------------------------------------
 
