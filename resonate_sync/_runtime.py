@@ -56,6 +56,10 @@ ROOT_TAG = "resonate:root"
 #: elsewhere, and the longest a durable sleep waits without looking.
 _CANCEL_CHECK_INTERVAL = 1.0
 
+#: Seconds a durable sleep first waits for a timer still pending past its
+#: deadline by our clock, doubling up to the interval above.
+_FIRST_TIMER_POLL = 0.05
+
 # Errors that replay would raise again the same way: retrying cannot help.
 _DETERMINISTIC = (
     FunctionMismatchError,
@@ -352,14 +356,26 @@ class Runtime:
                 canceled.add(promise_id)  # the rest of the tree sees it at once
                 raise _canceled_error(call, promise_id)
 
-    def sleep_step(self, parent: Call, position: int, seconds: float) -> None:
-        """Durable sleep: a timer promise whose deadline survives a restart."""
+    def sleep_step(
+        self, parent: Call, position: int, seconds: float, context: Context
+    ) -> None:
+        """Durable sleep: a timer promise whose deadline survives a restart.
+
+        :raises PromiseCanceledError: when ``parent`` is canceled meanwhile,
+            here or elsewhere (seen within about a second).
+        """
         timer_id = f"{parent.id}.{position}"
         deadline = self.now_ms() + max(0, int(seconds * 1000))
         tags = {TIMER_TAG: "true", PARENT_TAG: parent.id, ROOT_TAG: parent.root}
         promise = self._create_step(timer_id, deadline, EMPTY, tags)
+        poll = 0.0  # past the deadline: read at once, then back off
         while promise.pending:
             remaining = (promise.timeout - self.now_ms()) / 1000
+            if remaining <= 0:
+                # The store resolves the timer by its own clock, which may lag
+                # ours: poll rather than spin.
+                remaining = poll
+                poll = min(max(poll * 2, _FIRST_TIMER_POLL), _CANCEL_CHECK_INTERVAL)
             if remaining > 0:
                 self._sleep(min(remaining, _CANCEL_CHECK_INTERVAL))
                 if self.abandon.is_set():
@@ -367,11 +383,9 @@ class Runtime:
                         f"resonate shut down while {parent.id!r} slept",
                         promise_id=parent.id,
                     )
-            if parent.id in self._canceled or parent.root in self._canceled:
-                break  # the caller's next check raises
+            self.check_canceled(parent, context)
             promise = self.store.get(timer_id)  # a timer resolves at its timeout
-        if not promise.pending:
-            outcome(promise)
+        outcome(promise)
 
     def promise_step(
         self,

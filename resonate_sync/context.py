@@ -94,7 +94,7 @@ class Context:
         """
         self._runtime.check_canceled(self._call, self)
         self._position += 1
-        self._runtime.sleep_step(self._call, self._position, seconds)
+        self._runtime.sleep_step(self._call, self._position, seconds, self)
         self._runtime.check_canceled(self._call, self)
 
     def promise(
