@@ -339,22 +339,29 @@ class Runtime:
     # -- durable steps other than children ---------------------------------
 
     def check_canceled(self, call: Call, context: Context) -> None:
-        """Raise PromiseCanceledError if ``call`` or its root was canceled.
+        """Raise PromiseCanceledError if ``call``, its parent or its root was canceled.
 
         Cancels made in this process are known at once; the store is read at
         most once a second per invocation for cancels made elsewhere.
         """
-        canceled = self._canceled
-        if call.id in canceled or call.root in canceled:
-            raise _canceled_error(call, call.id if call.id in canceled else call.root)
-        now = time.monotonic()
-        if now - context.checked < _CANCEL_CHECK_INTERVAL:
-            return
-        context.checked = now
-        for promise_id in {call.id, call.root}:
+        canceled_id = _canceled_in(self._canceled, call)
+        if canceled_id is None:
+            now = time.monotonic()
+            if now - context.checked < _CANCEL_CHECK_INTERVAL:
+                return
+            context.checked = now
+            canceled_id = self._canceled_in_store(call)
+        if canceled_id is not None:
+            # The rest of the tree, this call's own children included, sees
+            # it at once.
+            self._canceled.update((canceled_id, call.id))
+            raise _canceled_error(call, canceled_id)
+
+    def _canceled_in_store(self, call: Call) -> Optional[str]:
+        for promise_id in _lineage(call):
             if self.store.get(promise_id).state is State.REJECTED_CANCELED:
-                canceled.add(promise_id)  # the rest of the tree sees it at once
-                raise _canceled_error(call, promise_id)
+                return promise_id
+        return None
 
     def sleep_step(
         self, parent: Call, position: int, seconds: float, context: Context
@@ -698,12 +705,24 @@ def _settle_watched(
         future.set_exception(result)
 
 
+def _lineage(call: Call) -> Tuple[str, ...]:
+    # A cancel of any of these stops ``call``; a grandparent's reaches it
+    # through the parent, which marks itself canceled when it stops.
+    ids = (call.id, call.tags.get(PARENT_TAG), call.root)
+    return tuple(dict.fromkeys(i for i in ids if i is not None))
+
+
+def _canceled_in(canceled: Set[str], call: Call) -> Optional[str]:
+    return next((i for i in _lineage(call) if i in canceled), None)
+
+
 def _start_unless_canceled(
     canceled: Set[str], call: Call, context: Context
 ) -> Optional[BaseException]:
-    # A child queued before its tree was canceled does not start.
-    if call.id in canceled or call.root in canceled:
-        return _canceled_error(call, call.id if call.id in canceled else call.root)
+    # A child queued before its tree (or its parent) was canceled does not start.
+    canceled_id = _canceled_in(canceled, call)
+    if canceled_id is not None:
+        return _canceled_error(call, canceled_id)
     return _call_function(call, context)
 
 
