@@ -83,6 +83,7 @@ class Resonate:
         self.promises = Promises(self.store, clock, on_complete=self._runtime.notify)
         self._recovery_interval = recovery_interval
         self._recovery: Optional[threading.Thread] = None
+        self._started_in: Optional[int] = None  # the pid that called start()
         self._firing = FiringLoop(
             self.store, lambda: round(clock() * 1000), self.recover, schedule_interval
         )
@@ -145,6 +146,7 @@ class Resonate:
         :raises EncodingError: when an argument is not JSON; nothing is written.
         :raises StoreError: when the store failed.
         """
+        self._start_if_forked()
         call = self._runtime.top_level_call(function, invocation_id, args, kwargs, options)
         return self._runtime.invoke(call)
 
@@ -163,6 +165,7 @@ class Resonate:
         than on the pool, which spares two thread hand-offs; everything else
         (the promise, retries, the stored outcome) is as with ``invoke_local``.
         """
+        self._start_if_forked()
         call = self._runtime.top_level_call(function, invocation_id, args, kwargs, options)
         return self._runtime.invoke(call, inline=True).result()
 
@@ -202,8 +205,11 @@ class Resonate:
         Starts a daemon thread; returns at once. Recovery runs each pending
         top-level invocation whose function is registered here and that is
         not already running in this process. On SQLite, a second thread fires
-        due schedules every ``schedule_interval`` seconds.
+        due schedules every ``schedule_interval`` seconds. The threads do not
+        survive ``os.fork()``: a process forked from this one (a ``gunicorn
+        --preload`` worker) starts its own when it first invokes.
         """
+        self._started_in = os.getpid()
         self._firing.start()
         if self._recovery is not None and self._recovery.is_alive():
             return
@@ -211,6 +217,12 @@ class Resonate:
             target=self._recover_forever, name="resonate-recovery", daemon=True
         )
         self._recovery.start()
+
+    def _start_if_forked(self) -> None:
+        # Not from an at-fork hook: threads started inside os.fork() can
+        # deadlock the child on an import lock a parent thread held.
+        if self._started_in is not None and self._started_in != os.getpid():
+            self.start()
 
     def recover(self) -> int:
         """Start every pending invocation found in the store, once.

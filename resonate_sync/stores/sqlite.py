@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import sqlite_utils
 
@@ -118,27 +119,82 @@ class _SortIds:
 _next_sort_id = _SortIds()
 
 
-#: Seconds a fork waits for a write transaction in progress to end.
+#: Seconds a fork waits for this store's reads and writes in progress to end.
 _FORK_WAIT = 1.0
 
 
-def _pause_writes_across_fork(store: "SQLiteStore") -> None:
-    # A fork waits for the write transaction in progress (see
+class _ForkGate:
+    """Lets a fork wait until no thread of the store is inside a read.
+
+    SQLite's own mutexes do not survive ``fork()``: a child forked while a
+    parent thread was inside SQLite (opening a connection, say) can hang on
+    its first call there. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._inside = 0
+        self._forking = False
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        """Hold off a fork while the block runs; wait while one is under way."""
+        with self._condition:
+            self._condition.wait_for(lambda: not self._forking)
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._inside -= 1
+                self._condition.notify_all()
+
+    def close(self, timeout: float) -> None:
+        """Start no read, and wait up to ``timeout`` seconds for those running."""
+        with self._condition:
+            self._forking = True
+            self._condition.wait_for(lambda: self._inside == 0, timeout)
+
+    def open(self) -> None:
+        """Let reads start again (in the parent, after the fork)."""
+        with self._condition:
+            self._forking = False
+            self._condition.notify_all()
+
+
+def _pause_across_fork(store: "SQLiteStore") -> None:
+    # A fork waits for the reads and the write transaction in progress (see
     # GroupCommit.pause_for_fork); weak, so the hook does not keep the store
     # alive.
     reference = weakref.ref(store)
-    paused: List[GroupCommit] = []
+    paused: List[Tuple["SQLiteStore", GroupCommit, bool]] = []
 
     def before() -> None:
         alive = reference()
-        if alive is not None and alive._commit.pause_for_fork(_FORK_WAIT):
-            paused.append(alive._commit)
+        if alive is not None:
+            alive._gate.close(_FORK_WAIT)
+            commit = alive._commit
+            paused.append((alive, commit, commit.pause_for_fork(_FORK_WAIT)))
 
-    def after() -> None:
+    def after_in_parent() -> None:
         while paused:
-            paused.pop().resume()
+            alive, commit, held = paused.pop()
+            if held:
+                commit.resume()
+            alive._gate.open()
 
-    os.register_at_fork(before=before, after_in_parent=after, after_in_child=after)
+    def after_in_child() -> None:
+        while paused:
+            alive, commit, held = paused.pop()
+            if held:
+                commit.resume()
+            # Parent threads may have held these: the child starts afresh.
+            alive._gate = _ForkGate()
+            alive._reopen_lock = threading.Lock()
+
+    os.register_at_fork(
+        before=before, after_in_parent=after_in_parent, after_in_child=after_in_child
+    )
 
 
 class SQLiteStore:
@@ -171,8 +227,10 @@ class SQLiteStore:
         self._synchronous = str(synchronous).upper()
         self._pid = os.getpid()
         self._inherited: List[sqlite3.Connection] = []
+        self._reopen_lock = threading.Lock()
+        self._gate = _ForkGate()
         self._open()
-        _pause_writes_across_fork(self)
+        _pause_across_fork(self)
 
     # -- connections ------------------------------------------------------
 
@@ -238,9 +296,12 @@ class SQLiteStore:
         # locks the parent holds, and opens its own.
         if self._pid == os.getpid():
             return
-        self._inherited.extend([self._writer, *self._readers])
-        self._pid = os.getpid()
-        self._open()
+        with self._reopen_lock:  # the child's first threads may race here
+            if self._pid == os.getpid():
+                return
+            self._inherited.extend([self._writer, *self._readers])
+            self._open()
+            self._pid = os.getpid()
 
     def _write(self, write: Callable[[sqlite3.Connection], Any]) -> Any:
         self._check_fork()
@@ -547,7 +608,8 @@ class SQLiteStore:
 
     def _read(self, read: Callable[[sqlite3.Connection], Any]) -> Any:
         try:
-            return read(self._reader())
+            with self._gate.inside():
+                return read(self._reader())
         except sqlite3.Error as err:
             raise StoreError(f"sqlite read of {self.path!r} failed: {err}") from err
 
