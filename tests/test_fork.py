@@ -138,7 +138,8 @@ def fork_in_the_middle_of_busy_writes_does_not_hang_the_child(tmp_path):
         writer.start()
 
     def child() -> bool:
-        return resonate.invoke_local("double", f"forked-{os.getpid()}", 2).result(WAIT) == 4
+        handle = resonate.invoke_local("double", f"forked-{os.getpid()}", 2)
+        return handle.result(WAIT) == 4
 
     try:
         answers = [in_child(child) for _ in range(6)]
