@@ -401,8 +401,13 @@ class Runtime:
         timeout: Optional[float],
         param: Any,
         tags: Optional[Dict[str, str]],
+        context: Context,
     ) -> InvocationHandle[Any]:
-        """A durable promise completed from outside; its handle waits for it."""
+        """A durable promise completed from outside; its handle waits for it.
+
+        A cancel of ``parent`` ends the wait with PromiseCanceledError, within
+        about a second; the promise itself stays as it is.
+        """
         deadline = parent.timeout_ms
         if timeout is not None:
             deadline = self.now_ms() + int(timeout * 1000)
@@ -410,10 +415,19 @@ class Runtime:
         all_tags = {**(tags or {}), PARENT_TAG: parent.id, ROOT_TAG: parent.root}
         promise = self._create_step(promise_id, deadline, data, all_tags)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        if promise.pending:
-            self.watcher.watch(promise_id, functools.partial(_settle_watched, future))
-        else:
+        if not promise.pending:
             settle(future, promise)
+            return InvocationHandle(promise_id, future)
+
+        def pending(_: DurablePromise) -> bool:
+            try:
+                self.check_canceled(parent, context)
+            except PromiseCanceledError as error:
+                _settle_watched(future, error)
+                return True  # nobody waits for it any more
+            return False
+
+        self.watcher.watch(promise_id, functools.partial(_settle_watched, future), pending)
         return InvocationHandle(promise_id, future)
 
     def _create_step(

@@ -111,7 +111,8 @@ class Context:
         ``resonate.promises.resolve(id, value)``, ``reject`` or ``cancel``.
         ``handle.result()`` blocks until then: at once when it is completed
         through this process, within about a second otherwise (the store is
-        polled, backing off to once a second; no busy loop).
+        polled, backing off to once a second; no busy loop). A cancel of this
+        invocation ends the wait with PromiseCanceledError within a second.
 
         :param id: the promise id; by default ``"<invocation id>.<n>"``, a
             child position like any other, so a re-run finds the same promise.
@@ -122,7 +123,9 @@ class Context:
         self._runtime.check_canceled(self._call, self)
         self._position += 1
         promise_id = id if id is not None else f"{self.invocation_id}.{self._position}"
-        return self._runtime.promise_step(self._call, promise_id, timeout, param, tags)
+        return self._runtime.promise_step(
+            self._call, promise_id, timeout, param, tags, self
+        )
 
     def detached(
         self,
