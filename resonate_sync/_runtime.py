@@ -662,6 +662,9 @@ class Runtime:
         self.stopping.set()
         if not wait:
             self.abandon.set()
+            # Workflows blocked on a ctx.promise would hold their threads, and
+            # so the interpreter's exit, until someone completes it.
+            self.watcher.fail_all(_abandoned_wait)
         executor = self._executor
         if executor is not None and self._pid == os.getpid():
             if wait:
@@ -707,6 +710,14 @@ def _canceled_error(call: Call, canceled_id: str) -> PromiseCanceledError:
     else:
         message = f"invocation {call.id!r} stopped: {canceled_id!r} was canceled"
     return PromiseCanceledError(message, promise_id=canceled_id)
+
+
+def _abandoned_wait(promise_id: str) -> ShutdownError:
+    return ShutdownError(
+        f"resonate shut down while waiting for promise {promise_id!r};"
+        " it stays pending",
+        promise_id=promise_id,
+    )
 
 
 def _settle_watched(

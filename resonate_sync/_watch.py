@@ -97,6 +97,14 @@ class Watcher:
         for watch in watches:
             _call(watch.on_complete, promise, promise.id)
 
+    def fail_all(self, error_for: Callable[[str], ResonateError]) -> None:
+        """End every watch with ``error_for(promise_id)``, as on a shutdown."""
+        with self._condition:
+            ended, self._watches = self._watches, {}
+        for promise_id, watches in ended.items():
+            for watch in watches:
+                _call(watch.on_complete, error_for(promise_id), promise_id)
+
     def _schedule(self, promise_id: str, delay: float) -> None:
         entry = (time.monotonic() + delay, next(self._order), promise_id)
         heapq.heappush(self._due, entry)
