@@ -83,8 +83,10 @@ class Watcher:
         if self._pid != os.getpid():
             self._reset()
         with self._condition:
-            self._watches.setdefault(promise_id, []).append(_Watch(on_complete, on_pending))
-            self._schedule(promise_id, _FIRST_INTERVAL)
+            watches = self._watches.setdefault(promise_id, [])
+            if not watches:  # else it is read already: one read serves them all
+                self._schedule(promise_id, _FIRST_INTERVAL)
+            watches.append(_Watch(on_complete, on_pending))
             self._start()
             self._condition.notify()
 
