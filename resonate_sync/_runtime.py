@@ -456,19 +456,71 @@ class Runtime:
             if entry is None:  # a non-durable child: there is no promise
                 finish = functools.partial(settle_volatile, future, state, result)
             else:
-                promise = self._complete(call, state, result)
+                state, value = encode_outcome(call.id, call.registered.name, state, result)
+                if self._complete_later(call, entry, future, state, value):
+                    return  # the commit finishes it
+                promise = self._complete(call, state, value)
                 finish = functools.partial(self._settle, future, promise)
         except _Pending as pending:
             finish = functools.partial(future.set_exception, pending.error)
         except BaseException as error:  # a fault of the runtime itself
             logger.exception("invocation %r failed in the runtime", call.id)
             finish = functools.partial(future.set_exception, error)
+        self._finish(call, entry, finish)
+
+    def _finish(self, call: Call, entry: Optional[_Entry], finish: Callable[[], Any]) -> None:
         if entry is not None:
             self._release(call.id, entry)
             self._canceled.discard(call.id)
             if entry.leased:
                 self.leases.release(call.id)
         finish()
+
+    def _complete_later(
+        self,
+        call: Call,
+        entry: _Entry,
+        future: "concurrent.futures.Future[Any]",
+        state: State,
+        value: Value,
+    ) -> bool:
+        # A store that can commit completions without the worker waiting
+        # (SQLite's group commit) frees the worker for its next invocation;
+        # the handle still settles only once the completion is committed.
+        complete_later = getattr(self.store, "complete_later", None)
+        if complete_later is None:
+            return False
+
+        def committed(written: Any, error: Optional[BaseException]) -> None:
+            if error is None:
+                self._finish(call, entry, functools.partial(self._settle, future, written.promise))
+                return
+            # Refused or failed: what follows reads and may wait to retry, so
+            # not on the committing thread; and not on the pool either, which
+            # may be full of parents waiting for this very invocation.
+            retry = functools.partial(self._finish_completion, call, entry, future, state, value)
+            threading.Thread(target=retry, name="resonate-complete", daemon=True).start()
+
+        complete_later(call.id, state, committed, value=value, idempotency_key=call.id)
+        return True
+
+    def _finish_completion(
+        self,
+        call: Call,
+        entry: _Entry,
+        future: "concurrent.futures.Future[Any]",
+        state: State,
+        value: Value,
+    ) -> None:
+        try:
+            promise = self._complete(call, state, value)
+            finish = functools.partial(self._settle, future, promise)
+        except _Pending as pending:
+            finish = functools.partial(future.set_exception, pending.error)
+        except BaseException as error:
+            logger.exception("completing invocation %r failed in the runtime", call.id)
+            finish = functools.partial(future.set_exception, error)
+        self._finish(call, entry, finish)
 
     def _settle(
         self, future: "concurrent.futures.Future[Any]", promise: DurablePromise
@@ -525,8 +577,7 @@ class Runtime:
                 )
             )
 
-    def _complete(self, call: Call, state: State, result: Any) -> DurablePromise:
-        state, value = encode_outcome(call.id, call.registered.name, state, result)
+    def _complete(self, call: Call, state: State, value: Value) -> DurablePromise:
         delay = 0.05
         for _ in range(8):
             try:

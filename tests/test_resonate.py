@@ -428,6 +428,14 @@ class FailingStore:
             raise StoreError("database or disk is full")
         return self._store.complete(*args, **kwargs)
 
+    def complete_later(self, promise_id, state, callback, **kwargs):
+        """The same faults on the path that does not wait for the commit."""
+        try:
+            written = self.complete(promise_id, state, **kwargs)
+        except StoreError as error:
+            return callback(None, error)
+        return callback(written, None)
+
     def __getattr__(self, name):
         return getattr(self._store, name)
 

@@ -38,15 +38,20 @@ Write = Callable[[sqlite3.Connection], Any]
 _MAX_BATCH = 1000
 
 
-class _Slot:
-    __slots__ = ("write", "done", "value", "error", "wake")
+#: Called by the committing thread with what the write returned or raised.
+Callback = Callable[[Any, Optional[BaseException]], None]
 
-    def __init__(self, write: Write) -> None:
+
+class _Slot:
+    __slots__ = ("write", "done", "value", "error", "wake", "callback")
+
+    def __init__(self, write: Write, callback: Optional[Callback] = None) -> None:
         self.write = write
         self.done = False
         self.value: Any = None
         self.error: Optional[BaseException] = None
-        self.wake = threading.Lock()
+        self.callback = callback
+        self.wake = threading.Lock()  # a caller waits on it, unless a callback
         self.wake.acquire()
 
     def result(self) -> Any:
@@ -76,6 +81,7 @@ class GroupCommit:
         self._transacting = threading.Lock()  # held for each transaction
         self._queue: Deque[_Slot] = collections.deque()
         self._leading = False
+        self._leader: Optional[int] = None  # the thread running callbacks
 
     def run(self, write: Write) -> Any:
         """Run ``write`` in a committed transaction and return what it returned.
@@ -84,6 +90,11 @@ class GroupCommit:
         :raises StoreError: when the database failed; nothing was written.
         """
         slot = _Slot(write)
+        if self._leader == threading.get_ident():
+            # A callback writing from the leading thread, between two
+            # transactions: it cannot wait for a leader, it is the leader.
+            self._commit_batch([slot])
+            return slot.result()
         with self._guard:
             self._queue.append(slot)
             leads = not self._leading
@@ -96,6 +107,21 @@ class GroupCommit:
             # always commits it.
             self._lead()
         return slot.result()
+
+    def submit(self, write: Write, callback: Callback) -> None:
+        """Queue ``write`` and return; ``callback(value, error)`` runs once it commits.
+
+        Blocks only when no other thread is committing: then this one commits
+        the queue itself, callback included. Otherwise the committing thread
+        runs the callback, so keep it short and let it not raise.
+        """
+        slot = _Slot(write, callback)
+        with self._guard:
+            self._queue.append(slot)
+            leads = not self._leading
+            self._leading = True
+        if leads:
+            self._lead()
 
     def reset_after_fork(self) -> None:
         """Forget a queue and a leader that belonged to the parent's threads."""
@@ -125,17 +151,28 @@ class GroupCommit:
         self._transacting.release()
 
     def _lead(self) -> None:
-        with self._guard:
-            batch = [
-                self._queue.popleft()
-                for _ in range(min(len(self._queue), _MAX_BATCH))
-            ]
-        self._commit_batch(batch)
-        with self._guard:
-            if self._queue:
-                self._queue[0].wake.release()  # the next leader
-            else:
-                self._leading = False
+        while True:
+            with self._guard:
+                batch = [
+                    self._queue.popleft()
+                    for _ in range(min(len(self._queue), _MAX_BATCH))
+                ]
+            self._commit_batch(batch)
+            self._leader = threading.get_ident()
+            try:
+                _run_callbacks(batch)
+            finally:
+                self._leader = None
+            with self._guard:
+                if not self._queue:
+                    self._leading = False
+                    return
+                head = self._queue[0]
+                if head.callback is None:
+                    head.wake.release()  # a waiting caller leads next
+                    return
+            # Queued by callers that did not wait: nobody else will commit
+            # them, so this thread leads on.
 
     def _commit_batch(self, batch: List[_Slot]) -> None:
         try:
@@ -179,6 +216,15 @@ class GroupCommit:
                 logger.warning("database is locked, retrying in %.3fs", delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+
+def _run_callbacks(batch: List[_Slot]) -> None:
+    for slot in batch:
+        if slot.callback is not None:
+            try:
+                slot.callback(slot.value, slot.error)
+            except Exception:
+                logger.exception("a commit callback failed")
 
 
 def _apply(write: Write, connection: sqlite3.Connection) -> Any:

@@ -370,6 +370,32 @@ class SQLiteStore:
         request = (promise_id, state, value, idempotency_key, bool(strict))
         return self._write(lambda connection: _complete(connection, request, self.clock()))
 
+    def complete_later(
+        self,
+        promise_id: str,
+        state: State,
+        callback: Callable[[Optional[Written], Optional[BaseException]], None],
+        *,
+        value: Value = EMPTY,
+        idempotency_key: Optional[str] = None,
+    ) -> None:
+        """Complete a promise without waiting for the commit.
+
+        ``callback(written, error)`` runs once the completion is committed (or
+        failed), on whichever thread committed it; it must be short and must
+        not raise. Lets a worker go on to its next invocation while the
+        completions of many share one commit. Thread-safe.
+        :raises InvalidRequestError: at once, for a malformed request.
+        """
+        rules.validate_id(promise_id)
+        state = State.parse(state)
+        value = validate_value(value, "value")
+        request = (promise_id, state, value, idempotency_key, False)
+        self._check_fork()
+        self._commit.submit(
+            lambda connection: _complete(connection, request, self.clock()), callback
+        )
+
     def resolve(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
         """Shorthand for ``complete(promise_id, State.RESOLVED, value=value)``."""
         return self.complete(promise_id, State.RESOLVED, value=value, **kwargs)
