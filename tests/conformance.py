@@ -1,6 +1,6 @@
 """Replay the recorded Resonate server conversations against any target.
 
-The recordings live in ``/work/shared/conformance`` (see its README for the
+The recordings live in ``../shared/conformance`` beside the checkout (see its README for the
 format and the placeholders). A target is a ``send`` callable::
 
     send(method, path, query, headers, body) -> (status, answer[, headers])
@@ -36,10 +36,28 @@ __all__ = [
     "replay",
 ]
 
-CASES_PATH = os.environ.get(
-    "RESONATE_CONFORMANCE_CASES",
-    "/work/shared/conformance/resonate-rest-v0.8.2.jsonl",
-)
+_RECORDING = os.path.join("conformance", "resonate-rest-v0.8.2.jsonl")
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cases_path() -> str:
+    # The recordings live in the shared folder beside the checkout
+    # (../shared), wherever the checkout is; RESONATE_CONFORMANCE_CASES
+    # names another file.
+    given = os.environ.get("RESONATE_CONFORMANCE_CASES")
+    if given:
+        return given
+    for shared in (os.path.join(_REPOSITORY, "..", "shared"), "/work/shared"):
+        candidate = os.path.join(shared, _RECORDING)
+        if os.path.exists(candidate):
+            return os.path.normpath(candidate)
+    raise FileNotFoundError(
+        f"no conformance recordings at ../shared/{_RECORDING}; "
+        "set RESONATE_CONFORMANCE_CASES to the file"
+    )
+
+
+CASES_PATH = _cases_path()
 
 #: Allowed difference between the client's and the server's clock.
 TOLERANCE_MS = 1000

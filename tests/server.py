@@ -5,7 +5,7 @@ to ``(status, answer)``, where the answer is a JSON value (None for an empty
 204) or the plain text of an unknown route. It keeps promises in a
 :class:`~resonate_sync.stores.SQLiteStore` and applies the pure rules of
 ``resonate_sync.promise``; it reproduces the answers recorded in
-``/work/shared/conformance`` (messages, envelope, codes). Locks, schedules,
+``../shared/conformance`` (messages, envelope, codes). Locks, schedules,
 callbacks and subscriptions live in memory, in the app: they survive a restart
 of :class:`TestServer` but not a new app.
 
