@@ -820,8 +820,11 @@ class TestServer:
         for thread in self._threads:
             thread.join(timeout=5)
         self._httpd = None
-        self.app.store.close()
-        self.app.store = None  # type: ignore[assignment]
+        # Under the app's mutex: a request thread still answering must not
+        # find its store closed under a running statement.
+        with self.app._mutex:
+            self.app.store.close()
+            self.app.store = None  # type: ignore[assignment]
 
     def inject(self, *faults: Fault) -> None:
         """Queue faults; each hits the next request it matches, once."""

@@ -226,6 +226,7 @@ class SQLiteStore:
         self._busy_timeout = busy_timeout
         self._synchronous = str(synchronous).upper()
         self._pid = os.getpid()
+        self._closed = False
         self._inherited: List[sqlite3.Connection] = []
         self._reopen_lock = threading.Lock()
         self._gate = _ForkGate()
@@ -308,14 +309,27 @@ class SQLiteStore:
         return self._commit.run(write)
 
     def close(self) -> None:
-        """Close this process's connections; the store is unusable afterwards."""
-        if self._pid != os.getpid():
+        """Close this process's connections; the store is unusable afterwards.
+
+        Waits (a few seconds at most) for reads and a write transaction in
+        progress on other threads: closing a connection under a running
+        statement would crash the interpreter. Later calls raise StoreError.
+        """
+        if self._pid != os.getpid() or self._closed:
             return
-        for connection in [self._writer, *self._readers]:
-            try:
-                connection.close()
-            except sqlite3.Error:
-                logger.debug("closing a connection to %s failed", self.path)
+        self._closed = True
+        self._gate.close(timeout=5)
+        paused = self._commit.pause_for_fork(5)
+        try:
+            for connection in [self._writer, *self._readers]:
+                try:
+                    connection.close()
+                except sqlite3.Error:
+                    logger.debug("closing a connection to %s failed", self.path)
+        finally:
+            if paused:
+                self._commit.resume()
+            self._gate.open()
 
     # -- promises ---------------------------------------------------------
 
@@ -635,6 +649,8 @@ class SQLiteStore:
     def _read(self, read: Callable[[sqlite3.Connection], Any]) -> Any:
         try:
             with self._gate.inside():
+                if self._closed:
+                    raise StoreError(f"sqlite store {self.path!r} is closed")
                 return read(self._reader())
         except sqlite3.Error as err:
             raise StoreError(f"sqlite read of {self.path!r} failed: {err}") from err
