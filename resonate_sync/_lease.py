@@ -85,7 +85,9 @@ class Leases:
 
     def _acquire_process_lock(self) -> None:
         self._store.acquire_lock(
-            _PROCESS_LOCK + self.process_id, self.process_id, self.process_id,
+            _PROCESS_LOCK + self.process_id,
+            self.process_id,
+            self.process_id,
             self._ttl_ms,
         )
 
@@ -103,7 +105,9 @@ class Leases:
                 return
             try:
                 if self._store.heartbeat(self.process_id) == 0:
-                    logger.warning("leases of %s had expired; renewing", self.process_id)
+                    logger.warning(
+                        "leases of %s had expired; renewing", self.process_id
+                    )
                     self._acquire_process_lock()
             except ResonateError as err:
                 logger.warning("heartbeat of %s failed: %s", self.process_id, err)

@@ -49,7 +49,9 @@ class Registry:
             raise InvalidRequestError(f"cannot register {function!r}: not callable")
         name = name if name is not None else getattr(function, "__name__", None)
         if not isinstance(name, str) or not name:
-            raise InvalidRequestError(f"function name must be a non-empty string, not {name!r}")
+            raise InvalidRequestError(
+                f"function name must be a non-empty string, not {name!r}"
+            )
 
         entry = Registered(name, function, defaults.resolved())
         with self._lock:
@@ -95,5 +97,7 @@ class Registry:
                 return found
             if not callable(function_or_name):
                 raise InvalidRequestError(f"{function_or_name!r} is not callable")
-            return Registered(function_name(function_or_name), function_or_name, _DEFAULTS)
+            return Registered(
+                function_name(function_or_name), function_or_name, _DEFAULTS
+            )
         return self.lookup(function_or_name)

@@ -229,7 +229,10 @@ class Runtime:
         key = call.options.idempotency_key or call.id
         try:
             written = self.store.create(
-                call.id, call.timeout_ms, param=param, tags=call.tags,
+                call.id,
+                call.timeout_ms,
+                param=param,
+                tags=call.tags,
                 idempotency_key=key,
             )
         except PromiseAlreadyExistsError:
@@ -310,8 +313,14 @@ class Runtime:
         timeout_ms = self.now_ms() + int(resolved.timeout * 1000)  # type: ignore[operator]
         tags = {**resolved.tags, PARENT_TAG: parent.id, ROOT_TAG: parent.root}  # type: ignore[dict-item]
         call = Call(
-            f"{parent.id}.{position}", registered, args, kwargs, resolved,
-            min(timeout_ms, parent.timeout_ms), tags, parent.root,
+            f"{parent.id}.{position}",
+            registered,
+            args,
+            kwargs,
+            resolved,
+            min(timeout_ms, parent.timeout_ms),
+            tags,
+            parent.root,
         )
         if not resolved.durable:
             # No promise: retries as the policy says, and a re-run runs it again.
@@ -331,8 +340,13 @@ class Runtime:
         resolved = registered.defaults.merged(options)
         timeout_ms = self.now_ms() + int(resolved.timeout * 1000)  # type: ignore[operator]
         return Call(
-            validate_id(invocation_id), registered, args, kwargs, resolved,
-            timeout_ms, {**resolved.tags, INVOCATION_TAG: "true"},  # type: ignore[dict-item]
+            validate_id(invocation_id),
+            registered,
+            args,
+            kwargs,
+            resolved,
+            timeout_ms,
+            {**resolved.tags, INVOCATION_TAG: "true"},  # type: ignore[dict-item]
             invocation_id,
         )
 
@@ -427,7 +441,9 @@ class Runtime:
                 return True  # nobody waits for it any more
             return False
 
-        self.watcher.watch(promise_id, functools.partial(_settle_watched, future), pending)
+        self.watcher.watch(
+            promise_id, functools.partial(_settle_watched, future), pending
+        )
         return InvocationHandle(promise_id, future)
 
     def _create_step(
@@ -449,14 +465,19 @@ class Runtime:
     # -- running ----------------------------------------------------------
 
     def _execute(
-        self, call: Call, entry: Optional[_Entry], future: "concurrent.futures.Future[Any]"
+        self,
+        call: Call,
+        entry: Optional[_Entry],
+        future: "concurrent.futures.Future[Any]",
     ) -> None:
         try:
             state, result = self._attempts(call)
             if entry is None:  # a non-durable child: there is no promise
                 finish = functools.partial(settle_volatile, future, state, result)
             else:
-                state, value = encode_outcome(call.id, call.registered.name, state, result)
+                state, value = encode_outcome(
+                    call.id, call.registered.name, state, result
+                )
                 if self._complete_later(call, entry, future, state, value):
                     return  # the commit finishes it
                 promise = self._complete(call, state, value)
@@ -468,7 +489,9 @@ class Runtime:
             finish = functools.partial(future.set_exception, error)
         self._finish(call, entry, finish)
 
-    def _finish(self, call: Call, entry: Optional[_Entry], finish: Callable[[], Any]) -> None:
+    def _finish(
+        self, call: Call, entry: Optional[_Entry], finish: Callable[[], Any]
+    ) -> None:
         if entry is not None:
             self._release(call.id, entry)
             self._canceled.discard(call.id)
@@ -493,13 +516,21 @@ class Runtime:
 
         def committed(written: Any, error: Optional[BaseException]) -> None:
             if error is None:
-                self._finish(call, entry, functools.partial(self._settle, future, written.promise))
+                self._finish(
+                    call,
+                    entry,
+                    functools.partial(self._settle, future, written.promise),
+                )
                 return
             # Refused or failed: what follows reads and may wait to retry, so
             # not on the committing thread; and not on the pool either, which
             # may be full of parents waiting for this very invocation.
-            retry = functools.partial(self._finish_completion, call, entry, future, state, value)
-            threading.Thread(target=retry, name="resonate-complete", daemon=True).start()
+            retry = functools.partial(
+                self._finish_completion, call, entry, future, state, value
+            )
+            threading.Thread(
+                target=retry, name="resonate-complete", daemon=True
+            ).start()
 
         complete_later(call.id, state, committed, value=value, idempotency_key=call.id)
         return True
@@ -545,17 +576,24 @@ class Runtime:
             delay = self._retry_delay(call, error, attempt)
             if delay is None:
                 logger.error(
-                    "invocation %r failed on attempt %d", call.id, attempt,
+                    "invocation %r failed on attempt %d",
+                    call.id,
+                    attempt,
                     exc_info=error,
                 )
                 return State.REJECTED, error
             logger.warning(
                 "invocation %r failed on attempt %d, retrying in %.3fs: %r",
-                call.id, attempt, delay, error,
+                call.id,
+                attempt,
+                delay,
+                error,
             )
             self._pause(delay, call)
 
-    def _retry_delay(self, call: Call, error: BaseException, attempt: int) -> Optional[float]:
+    def _retry_delay(
+        self, call: Call, error: BaseException, attempt: int
+    ) -> Optional[float]:
         if isinstance(error, call.options.non_retryable or ()) or isinstance(
             error, _DETERMINISTIC
         ):
@@ -624,9 +662,13 @@ class Runtime:
         """
         started, cursor = 0, None
         while True:
-            page = self.store.search(
-                "*", state="pending", tags={INVOCATION_TAG: "true"}, cursor=cursor
-            ) if cursor is None else self.store.search(cursor=cursor)
+            page = (
+                self.store.search(
+                    "*", state="pending", tags={INVOCATION_TAG: "true"}, cursor=cursor
+                )
+                if cursor is None
+                else self.store.search(cursor=cursor)
+            )
             started += sum(self._recover_one(promise) for promise in page.promises)
             if page.cursor is None:
                 return started
@@ -666,9 +708,14 @@ class Runtime:
             if policy:
                 options = options.merged(Options(retry_policy=policy_from_json(policy)))
             return Call(
-                promise.id, registered, tuple(body.get("args") or ()),
-                dict(body.get("kwargs") or {}), options, promise.timeout,
-                dict(promise.tags), promise.tags.get(ROOT_TAG, promise.id),
+                promise.id,
+                registered,
+                tuple(body.get("args") or ()),
+                dict(body.get("kwargs") or {}),
+                options,
+                promise.timeout,
+                dict(promise.tags),
+                promise.tags.get(ROOT_TAG, promise.id),
             )
         except (ResonateError, KeyError, TypeError, AttributeError) as err:
             logger.warning("cannot recover promise %r: %s", promise.id, err)
@@ -844,7 +891,9 @@ def _check_fork_in_child(runtime: Runtime) -> None:
     os.register_at_fork(after_in_child=after_in_child)
 
 
-def _fail_inherited(handle: Optional[InvocationHandle[Any]], invocation_id: str) -> None:
+def _fail_inherited(
+    handle: Optional[InvocationHandle[Any]], invocation_id: str
+) -> None:
     if handle is None or handle.done():
         return
     task = handle._task

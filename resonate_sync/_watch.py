@@ -37,7 +37,9 @@ _GROWTH = 1.5
 class _Watch:
     __slots__ = ("on_complete", "on_pending", "interval")
 
-    def __init__(self, on_complete: OnComplete, on_pending: Optional[OnPending]) -> None:
+    def __init__(
+        self, on_complete: OnComplete, on_pending: Optional[OnPending]
+    ) -> None:
         self.on_complete = on_complete
         self.on_pending = on_pending
         self.interval = _FIRST_INTERVAL
@@ -150,7 +152,11 @@ class Watcher:
     def _pending(self, promise: DurablePromise) -> None:
         with self._condition:
             watches = list(self._watches.get(promise.id, []))
-        ended = [watch for watch in watches if watch.on_pending and _ask(watch.on_pending, promise)]
+        ended = [
+            watch
+            for watch in watches
+            if watch.on_pending and _ask(watch.on_pending, promise)
+        ]
         with self._condition:
             remaining = [w for w in self._watches.get(promise.id, []) if w not in ended]
             if remaining:

@@ -31,7 +31,7 @@ from . import _cli_format as show
 from . import encoding
 from .exceptions import EncodingError, InvalidRequestError, ResonateError, StoreError
 from .options import DEFAULT_TIMEOUT
-from .promise import EMPTY, DurablePromise, State, Value
+from .promise import EMPTY, DurablePromise, State
 from .schedules import Schedules
 
 __all__ = ["main"]

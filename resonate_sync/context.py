@@ -142,7 +142,9 @@ class Context:
         the caller's to make deterministic.
         """
         self._runtime.check_canceled(self._call, self)
-        call = self._runtime.top_level_call(function, invocation_id, args, kwargs, options)
+        call = self._runtime.top_level_call(
+            function, invocation_id, args, kwargs, options
+        )
         return self._runtime.invoke(call)
 
     def join(self) -> List[BaseException]:

@@ -93,7 +93,9 @@ class InvocationHandle(Generic[T]):
         """True when the invocation has ended. Never blocks."""
         return self._future.done()
 
-    def add_done_callback(self, callback: Callable[["InvocationHandle[T]"], Any]) -> None:
+    def add_done_callback(
+        self, callback: Callable[["InvocationHandle[T]"], Any]
+    ) -> None:
         """Call ``callback(handle)`` when the invocation ends (at once if it has)."""
         self._future.add_done_callback(lambda _: callback(self))
 

@@ -50,21 +50,19 @@ class Options:
 
     def __post_init__(self) -> None:
         _check_timeout(self.timeout)
-        if self.retry_policy is not None and not isinstance(
-            self.retry_policy, _Policy
-        ):
+        if self.retry_policy is not None and not isinstance(self.retry_policy, _Policy):
             raise InvalidRequestError(
                 f"retry_policy must be a retry policy, not {self.retry_policy!r}"
             )
         if self.tags is not None:
             object.__setattr__(self, "tags", validate_tags(self.tags))
         if self.non_retryable is not None:
-            object.__setattr__(
-                self, "non_retryable", _check_types(self.non_retryable)
-            )
+            object.__setattr__(self, "non_retryable", _check_types(self.non_retryable))
         _check_key(self.idempotency_key)
         if self.durable is not None and not isinstance(self.durable, bool):
-            raise InvalidRequestError(f"durable must be True or False, not {self.durable!r}")
+            raise InvalidRequestError(
+                f"durable must be True or False, not {self.durable!r}"
+            )
 
     def merged(self, over: Optional["Options"]) -> "Options":
         """These options with every field that ``over`` sets replaced."""

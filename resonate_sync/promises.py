@@ -58,12 +58,18 @@ class Promises:
         data = EMPTY if param is None else encoding.encode_value(param, "param")
         deadline = int((self._clock() + timeout) * 1000)
         written = self._store.create(
-            promise_id, deadline, param=data, tags=tags,
-            idempotency_key=idempotency_key, strict=strict,
+            promise_id,
+            deadline,
+            param=data,
+            tags=tags,
+            idempotency_key=idempotency_key,
+            strict=strict,
         )
         return written.promise
 
-    def resolve(self, promise_id: str, value: Any = None, **keys: Any) -> DurablePromise:
+    def resolve(
+        self, promise_id: str, value: Any = None, **keys: Any
+    ) -> DurablePromise:
         """Resolve a promise with a JSON value.
 
         Takes ``idempotency_key`` and ``strict`` like the store.

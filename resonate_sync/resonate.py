@@ -77,7 +77,10 @@ class Resonate:
         self._owns_store = store is None
         self.store: PromiseStore = store if store is not None else _default_store(url)
         self._runtime = Runtime(
-            self.store, max_workers=max_workers, clock=clock, sleep=sleep,
+            self.store,
+            max_workers=max_workers,
+            clock=clock,
+            sleep=sleep,
             lease_ttl=lease_ttl,
         )
         self.promises = Promises(self.store, clock, on_complete=self._runtime.notify)
@@ -92,7 +95,9 @@ class Resonate:
     # -- registering ------------------------------------------------------
 
     @overload
-    def register(self, function: F, *, name: Optional[str] = None, **defaults: Any) -> F: ...
+    def register(
+        self, function: F, *, name: Optional[str] = None, **defaults: Any
+    ) -> F: ...
 
     @overload
     def register(
@@ -100,7 +105,11 @@ class Resonate:
     ) -> Callable[[F], F]: ...
 
     def register(
-        self, function: Optional[F] = None, *, name: Optional[str] = None, **defaults: Any
+        self,
+        function: Optional[F] = None,
+        *,
+        name: Optional[str] = None,
+        **defaults: Any,
     ) -> Any:
         """Register a function under ``name`` (default: its ``__name__``).
 
@@ -115,7 +124,9 @@ class Resonate:
         try:
             options = Options(**defaults)
         except TypeError as err:
-            raise InvalidRequestError(f"unknown option in {sorted(defaults)}: {err}") from err
+            raise InvalidRequestError(
+                f"unknown option in {sorted(defaults)}: {err}"
+            ) from err
 
         def add(function: F) -> F:
             self._runtime.registry.add(function, name, options)
@@ -147,7 +158,9 @@ class Resonate:
         :raises StoreError: when the store failed.
         """
         self._start_if_forked()
-        call = self._runtime.top_level_call(function, invocation_id, args, kwargs, options)
+        call = self._runtime.top_level_call(
+            function, invocation_id, args, kwargs, options
+        )
         return self._runtime.invoke(call)
 
     def run(
@@ -166,7 +179,9 @@ class Resonate:
         (the promise, retries, the stored outcome) is as with ``invoke_local``.
         """
         self._start_if_forked()
-        call = self._runtime.top_level_call(function, invocation_id, args, kwargs, options)
+        call = self._runtime.top_level_call(
+            function, invocation_id, args, kwargs, options
+        )
         return self._runtime.invoke(call, inline=True).result()
 
     def schedule(
@@ -239,7 +254,9 @@ class Resonate:
             try:
                 self.recover()
             except Exception:
-                logger.exception("recovery failed; trying again in %.1fs", self._recovery_interval)
+                logger.exception(
+                    "recovery failed; trying again in %.1fs", self._recovery_interval
+                )
             self._runtime.stopping.wait(self._recovery_interval)
 
     def shutdown(self, wait: bool = True) -> None:

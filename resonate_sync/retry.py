@@ -131,7 +131,9 @@ class Never(_Policy):
 @functools.lru_cache(maxsize=256)
 def _policy_json(policy: _Policy) -> Dict[str, Any]:
     # Every invocation stores its policy: compute each distinct one once.
-    fields = {field.name: getattr(policy, field.name) for field in dataclasses.fields(policy)}
+    fields = {
+        field.name: getattr(policy, field.name) for field in dataclasses.fields(policy)
+    }
     return {"type": type(policy).__name__.lower(), **fields}
 
 

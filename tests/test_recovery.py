@@ -12,11 +12,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-from typing import Any, List
+from typing import List
 
 import pytest
 
-from resonate_sync import Constant, Linear, Options, State
+from resonate_sync import Linear, Options, State
 
 WAIT = 10.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,6 @@ real clocks.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
