@@ -13,6 +13,7 @@ from .exceptions import (
     PromiseNotFoundError,
     PromiseTimedOutError,
     ResonateError,
+    ShutdownError,
     StoreError,
 )
 from .context import Context
@@ -45,6 +46,7 @@ __all__ = [
     "Resonate",
     "ResonateError",
     "SQLiteStore",
+    "ShutdownError",
     "State",
     "StoreError",
     "Value",

@@ -17,7 +17,6 @@ import functools
 import logging
 import os
 import threading
-import time
 import weakref
 from typing import Any, Callable, Dict, NamedTuple, Optional, Set, Tuple, Union
 
@@ -32,33 +31,36 @@ from .exceptions import (
     PromiseCanceledError,
     PromiseTimedOutError,
     ResonateError,
+    ShutdownError,
     StoreError,
 )
 from ._lease import OWNER_TAG, Leases
-from ._outcome import encode_outcome, outcome, outcome_future, settle, settle_volatile
+from ._outcome import encode_outcome, outcome_future, settle, settle_volatile
+from ._recovery import RecoveryMixin
+from ._steps import (
+    StepsMixin,
+    abandoned_wait,
+    canceled_error,
+    canceled_in,
+    settle_watched,
+)
+from ._tags import INVOCATION_TAG, PARENT_TAG, ROOT_TAG
 from ._watch import Watcher
 from .handle import InvocationHandle, Task
 from .options import Options
 from .promise import validate_id
-from .promise import EMPTY, TIMER_TAG, DurablePromise, State, Value
-from .retry import policy_from_json
+from .promise import DurablePromise, State, Value
 from .stores.base import PromiseStore
 
-__all__ = ["Call", "Runtime", "ShutdownError", "outcome_future"]
+__all__ = [
+    "INVOCATION_TAG",
+    "Call",
+    "Runtime",
+    "ShutdownError",
+    "outcome_future",
+]
 
 logger = logging.getLogger(__name__)
-
-INVOCATION_TAG = "resonate:invocation"
-PARENT_TAG = "resonate:parent"
-ROOT_TAG = "resonate:root"
-
-#: Seconds between two reads of an invocation's promise for cancels made
-#: elsewhere, and the longest a durable sleep waits without looking.
-_CANCEL_CHECK_INTERVAL = 1.0
-
-#: Seconds a durable sleep first waits for a timer still pending past its
-#: deadline by our clock, doubling up to the interval above.
-_FIRST_TIMER_POLL = 0.05
 
 # Errors that replay would raise again the same way: retrying cannot help.
 _DETERMINISTIC = (
@@ -67,10 +69,6 @@ _DETERMINISTIC = (
     PromiseTimedOutError,
     EncodingError,
 )
-
-
-class ShutdownError(ResonateError):
-    """The runtime shut down before the invocation ended; its promise stays pending."""
 
 
 class _Pending(Exception):
@@ -108,7 +106,7 @@ class _Entry:
         self.leased = False  # runs under a lease taken over from a dead process
 
 
-class Runtime:
+class Runtime(StepsMixin, RecoveryMixin):
     """Runs invocations on a thread pool against a store. Thread-safe.
 
     :param store: where promises live.
@@ -281,7 +279,7 @@ class Runtime:
 
         def completed(result: Union[DurablePromise, ResonateError]) -> None:
             self._release(call.id, entry)
-            _settle_watched(future, result)
+            settle_watched(future, result)
 
         def pending(promise: DurablePromise) -> bool:
             if self.stopping.is_set() or not self._may_run(promise, entry):
@@ -349,118 +347,6 @@ class Runtime:
             {**resolved.tags, INVOCATION_TAG: "true"},  # type: ignore[dict-item]
             invocation_id,
         )
-
-    # -- durable steps other than children ---------------------------------
-
-    def check_canceled(self, call: Call, context: Context) -> None:
-        """Raise PromiseCanceledError if ``call``, its parent or its root was canceled.
-
-        Cancels made in this process are known at once; the store is read at
-        most once a second per invocation for cancels made elsewhere.
-        """
-        canceled_id = _canceled_in(self._canceled, call)
-        if canceled_id is None:
-            now = time.monotonic()
-            if now - context.checked < _CANCEL_CHECK_INTERVAL:
-                return
-            context.checked = now
-            canceled_id = self._canceled_in_store(call)
-        if canceled_id is not None:
-            # The rest of the tree, this call's own children included, sees
-            # it at once.
-            self._canceled.update((canceled_id, call.id))
-            raise _canceled_error(call, canceled_id)
-
-    def _canceled_in_store(self, call: Call) -> Optional[str]:
-        for promise_id in _lineage(call):
-            if self.store.get(promise_id).state is State.REJECTED_CANCELED:
-                return promise_id
-        return None
-
-    def sleep_step(
-        self, parent: Call, position: int, seconds: float, context: Context
-    ) -> None:
-        """Durable sleep: a timer promise whose deadline survives a restart.
-
-        :raises PromiseCanceledError: when ``parent`` is canceled meanwhile,
-            here or elsewhere (seen within about a second).
-        """
-        timer_id = f"{parent.id}.{position}"
-        deadline = self.now_ms() + max(0, int(seconds * 1000))
-        tags = {TIMER_TAG: "true", PARENT_TAG: parent.id, ROOT_TAG: parent.root}
-        promise = self._create_step(timer_id, deadline, EMPTY, tags)
-        poll = 0.0  # past the deadline: read at once, then back off
-        while promise.pending:
-            remaining = (promise.timeout - self.now_ms()) / 1000
-            if remaining <= 0:
-                # The store resolves the timer by its own clock, which may lag
-                # ours: poll rather than spin.
-                remaining = poll
-                poll = min(max(poll * 2, _FIRST_TIMER_POLL), _CANCEL_CHECK_INTERVAL)
-            if remaining > 0:
-                self._sleep(min(remaining, _CANCEL_CHECK_INTERVAL))
-                if self.abandon.is_set():
-                    raise ShutdownError(
-                        f"resonate shut down while {parent.id!r} slept",
-                        promise_id=parent.id,
-                    )
-            self.check_canceled(parent, context)
-            promise = self.store.get(timer_id)  # a timer resolves at its timeout
-        outcome(promise)
-
-    def promise_step(
-        self,
-        parent: Call,
-        promise_id: str,
-        timeout: Optional[float],
-        param: Any,
-        tags: Optional[Dict[str, str]],
-        context: Context,
-    ) -> InvocationHandle[Any]:
-        """A durable promise completed from outside; its handle waits for it.
-
-        A cancel of ``parent`` ends the wait with PromiseCanceledError, within
-        about a second; the promise itself stays as it is.
-        """
-        deadline = parent.timeout_ms
-        if timeout is not None:
-            deadline = self.now_ms() + int(timeout * 1000)
-        data = EMPTY if param is None else encoding.encode_value(param, "param")
-        all_tags = {**(tags or {}), PARENT_TAG: parent.id, ROOT_TAG: parent.root}
-        promise = self._create_step(promise_id, deadline, data, all_tags)
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        if not promise.pending:
-            settle(future, promise)
-            return InvocationHandle(promise_id, future)
-
-        def pending(_: DurablePromise) -> bool:
-            try:
-                self.check_canceled(parent, context)
-            except PromiseCanceledError as error:
-                _settle_watched(future, error)
-                return True  # nobody waits for it any more
-            return False
-
-        self.watcher.watch(
-            promise_id, functools.partial(_settle_watched, future), pending
-        )
-        return InvocationHandle(promise_id, future)
-
-    def _create_step(
-        self, promise_id: str, deadline: int, param: Value, tags: Dict[str, str]
-    ) -> DurablePromise:
-        try:
-            return self.store.create(
-                promise_id, deadline, param=param, tags=tags, idempotency_key=promise_id
-            ).promise
-        except PromiseAlreadyExistsError:
-            return self.store.get(promise_id)
-
-    def notify(self, promise: DurablePromise) -> None:
-        """A promise was completed through this process: wake whoever waits on it."""
-        if promise.state is State.REJECTED_CANCELED and promise.id in self._running:
-            self._canceled.add(promise.id)
-        self.watcher.notify(promise)
 
     # -- running ----------------------------------------------------------
 
@@ -652,75 +538,6 @@ class Runtime:
             _raise_for_argument(call)
             raise
 
-    # -- recovery ---------------------------------------------------------
-
-    def recover(self) -> int:
-        """Run every pending top-level invocation whose function is registered here.
-
-        Blocks while it searches the store; the invocations run on the pool.
-        :returns: how many invocations were started.
-        """
-        started, cursor = 0, None
-        while True:
-            page = (
-                self.store.search(
-                    "*", state="pending", tags={INVOCATION_TAG: "true"}, cursor=cursor
-                )
-                if cursor is None
-                else self.store.search(cursor=cursor)
-            )
-            started += sum(self._recover_one(promise) for promise in page.promises)
-            if page.cursor is None:
-                return started
-            cursor = page.cursor
-
-    def _recover_one(self, promise: DurablePromise) -> int:
-        call = self._stored_call(promise)
-        if call is None or self.stopping.is_set():
-            return 0
-        entry, mine = self._reserve(promise.id, call.registered.name)
-        if not mine:
-            return 0
-        try:
-            # The search may predate an invocation that has ended here since;
-            # read again now that no other run of this id can start here.
-            fresh = self.store.get(promise.id)
-            if not fresh.pending or not self._may_run(fresh, entry):
-                self._release(promise.id, entry)
-                return 0
-            self._submit(call, entry)
-        except BaseException:
-            self._release(promise.id, entry)
-            raise
-        finally:
-            entry.lock.release()
-        logger.debug("recovering invocation %r", promise.id)
-        return 1
-
-    def _stored_call(self, promise: DurablePromise) -> Optional[Call]:
-        try:
-            body = encoding.decode_value(promise.param, f"param of {promise.id!r}")
-            registered = self.registry.find(body["func"])
-            if registered is None:
-                return None
-            options = registered.defaults
-            policy = body.get("retryPolicy")
-            if policy:
-                options = options.merged(Options(retry_policy=policy_from_json(policy)))
-            return Call(
-                promise.id,
-                registered,
-                tuple(body.get("args") or ()),
-                dict(body.get("kwargs") or {}),
-                options,
-                promise.timeout,
-                dict(promise.tags),
-                promise.tags.get(ROOT_TAG, promise.id),
-            )
-        except (ResonateError, KeyError, TypeError, AttributeError) as err:
-            logger.warning("cannot recover promise %r: %s", promise.id, err)
-            return None
-
     # -- lifecycle --------------------------------------------------------
 
     def _executor_for_submit(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -762,7 +579,7 @@ class Runtime:
             self.abandon.set()
             # Workflows blocked on a ctx.promise would hold their threads, and
             # so the interpreter's exit, until someone completes it.
-            self.watcher.fail_all(_abandoned_wait)
+            self.watcher.fail_all(abandoned_wait)
         executor = self._executor
         if executor is not None and self._pid == os.getpid():
             if wait:
@@ -802,50 +619,13 @@ class Runtime:
                     pass  # settled meanwhile by the watcher
 
 
-def _canceled_error(call: Call, canceled_id: str) -> PromiseCanceledError:
-    if canceled_id == call.id:
-        message = f"invocation {call.id!r} was canceled"
-    else:
-        message = f"invocation {call.id!r} stopped: {canceled_id!r} was canceled"
-    return PromiseCanceledError(message, promise_id=canceled_id)
-
-
-def _abandoned_wait(promise_id: str) -> ShutdownError:
-    return ShutdownError(
-        f"resonate shut down while waiting for promise {promise_id!r};"
-        " it stays pending",
-        promise_id=promise_id,
-    )
-
-
-def _settle_watched(
-    future: "concurrent.futures.Future[Any]",
-    result: Union[DurablePromise, ResonateError],
-) -> None:
-    if isinstance(result, DurablePromise):
-        settle(future, result)
-    elif not future.done():
-        future.set_exception(result)
-
-
-def _lineage(call: Call) -> Tuple[str, ...]:
-    # A cancel of any of these stops ``call``; a grandparent's reaches it
-    # through the parent, which marks itself canceled when it stops.
-    ids = (call.id, call.tags.get(PARENT_TAG), call.root)
-    return tuple(dict.fromkeys(i for i in ids if i is not None))
-
-
-def _canceled_in(canceled: Set[str], call: Call) -> Optional[str]:
-    return next((i for i in _lineage(call) if i in canceled), None)
-
-
 def _start_unless_canceled(
     canceled: Set[str], call: Call, context: Context
 ) -> Optional[BaseException]:
     # A child queued before its tree (or its parent) was canceled does not start.
-    canceled_id = _canceled_in(canceled, call)
+    canceled_id = canceled_in(canceled, call)
     if canceled_id is not None:
-        return _canceled_error(call, canceled_id)
+        return canceled_error(call, canceled_id)
     return _call_function(call, context)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "ResonateError",
     "ScheduleAlreadyExistsError",
     "ScheduleNotFoundError",
+    "ShutdownError",
     "StoreError",
     "error_for_code",
 ]
@@ -127,6 +128,13 @@ class StoreError(ResonateError):
 
     A store error never completes a promise: the invocation stays pending and
     is recovered later.
+    """
+
+
+class ShutdownError(ResonateError):
+    """Resonate shut down before the invocation ended; its promise stays pending.
+
+    :ivar promise_id: the id of the invocation.
     """
 
 
