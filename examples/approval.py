@@ -34,7 +34,8 @@ def expense(ctx: Context, report: Dict[str, Any]) -> str:
 
 def main(database: str, expense_id: str, amount: float) -> None:
     with Resonate(SQLiteStore(database)) as resonate:
-        resonate.register(expense)
+        # A bad report is refused at once: retrying cannot make it valid.
+        resonate.register(expense, non_retryable=(ValueError,))
         handle = resonate.invoke_local(expense, expense_id, {"amount": amount})
 
         value = json.dumps({"approved": True})

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 from . import encoding
+from .exceptions import InvalidRequestError
 from .options import DEFAULT_TIMEOUT
 from .promise import EMPTY, DurablePromise, State, Value
 from .stores.base import PromiseStore
@@ -55,6 +56,10 @@ class Promises:
         :raises PromiseAlreadyExistsError: when the id is taken by another create.
         :raises EncodingError: when ``param`` is not JSON.
         """
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise InvalidRequestError(f"timeout must be seconds > 0, not {timeout!r}")
+        if not timeout > 0:
+            raise InvalidRequestError(f"timeout must be seconds > 0, not {timeout!r}")
         data = EMPTY if param is None else encoding.encode_value(param, "param")
         deadline = int((self._clock() + timeout) * 1000)
         written = self._store.create(

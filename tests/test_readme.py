@@ -30,6 +30,6 @@ def test_the_quick_start_prints_its_result_and_a_rerun_reads_it_back(tmp_path):
                        capture_output=True, text=True, timeout=60, check=True)
         for _ in range(2)
     ]
-    expected = "[{'order': 42, 'charged': 42}, 'shipped']\n"
+    expected = "[{'order': 42, 'charged': 19.99}, 'shipped']\n"
     assert [run.stdout for run in runs] == [expected, expected]
     assert (tmp_path / "resonate.db").exists()

@@ -114,7 +114,7 @@ class Transport:
             raise InvalidRequestError(
                 f"retries and backoff must be >= 0, not {retries!r} and {backoff!r}"
             )
-        self.url = url.rstrip("/")
+        self.url = _checked_url(url)
         self.timeout = timeout
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self._sleep = sleep
@@ -230,6 +230,16 @@ class Transport:
             delay,
         )
         self._sleep(delay)
+
+
+def _checked_url(url: Any) -> str:
+    # Refused here, once, rather than as a requests error on every call.
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidRequestError(
+            f"server url must look like http://host:port, not {url!r}"
+        )
+    return url.rstrip("/")
 
 
 def _json(method: str, path: str, response: requests.Response) -> Any:
