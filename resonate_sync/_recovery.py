@@ -6,7 +6,7 @@ Mixed into :class:`~resonate_sync._runtime.Runtime`.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 from . import encoding
 from ._tags import INVOCATION_TAG, ROOT_TAG
@@ -16,7 +16,8 @@ from .promise import DurablePromise
 from .retry import policy_from_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._runtime import Call
+    from ._runtime import Call, _Entry
+    from .handle import InvocationHandle
 
 __all__ = ["RecoveryMixin"]
 
@@ -29,6 +30,10 @@ class RecoveryMixin:
     store: Any
     registry: Any
     stopping: Any
+    _reserve: Callable[[str, str], Tuple[_Entry, bool]]
+    _may_run: Callable[[DurablePromise, _Entry], bool]
+    _release: Callable[[str, _Entry], None]
+    _submit: Callable[[Call, Optional[_Entry]], InvocationHandle[Any]]
 
     def recover(self) -> int:
         """Run every pending top-level invocation whose function is registered here.

@@ -18,7 +18,17 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any, Callable, Dict, NamedTuple, Optional, Set, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    NamedTuple,
+    Optional,
+    Set,
+    Tuple,
+    Union,
+    cast,
+)
 
 from . import encoding
 from ._registry import Registered, Registry
@@ -308,8 +318,8 @@ class Runtime(StepsMixin, RecoveryMixin):
         """Start child number ``position`` of ``parent``; see :class:`Context`."""
         registered = self.registry.for_child(function)
         resolved = registered.defaults.merged(options)
-        timeout_ms = self.now_ms() + int(resolved.timeout * 1000)  # type: ignore[operator]
-        tags = {**resolved.tags, PARENT_TAG: parent.id, ROOT_TAG: parent.root}  # type: ignore[dict-item]
+        timeout_ms = self.now_ms() + int(resolved.timeout * 1000)
+        tags = {**resolved.tags, PARENT_TAG: parent.id, ROOT_TAG: parent.root}
         call = Call(
             f"{parent.id}.{position}",
             registered,
@@ -336,7 +346,7 @@ class Runtime(StepsMixin, RecoveryMixin):
         """The call of a top-level invocation: registered function, resolved options."""
         registered = self.registry.lookup(function)
         resolved = registered.defaults.merged(options)
-        timeout_ms = self.now_ms() + int(resolved.timeout * 1000)  # type: ignore[operator]
+        timeout_ms = self.now_ms() + int(resolved.timeout * 1000)
         return Call(
             validate_id(invocation_id),
             registered,
@@ -344,7 +354,7 @@ class Runtime(StepsMixin, RecoveryMixin):
             kwargs,
             resolved,
             timeout_ms,
-            {**resolved.tags, INVOCATION_TAG: "true"},  # type: ignore[dict-item]
+            {**resolved.tags, INVOCATION_TAG: "true"},
             invocation_id,
         )
 
@@ -505,12 +515,15 @@ class Runtime(StepsMixin, RecoveryMixin):
         delay = 0.05
         for _ in range(8):
             try:
-                return self.store.complete(
-                    call.id, state, value=value, idempotency_key=call.id
-                ).promise
+                return cast(
+                    DurablePromise,
+                    self.store.complete(
+                        call.id, state, value=value, idempotency_key=call.id
+                    ).promise,
+                )
             except PromiseAlreadyCompletedError:
                 # Canceled, timed out or completed elsewhere: the store wins.
-                return self.store.get(call.id)
+                return cast(DurablePromise, self.store.get(call.id))
             except StoreError as err:
                 failure: BaseException = err
                 logger.warning(

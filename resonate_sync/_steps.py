@@ -9,7 +9,17 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional, Set, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Optional,
+    Set,
+    Tuple,
+    Union,
+    cast,
+)
 
 from . import encoding
 from ._outcome import outcome, settle
@@ -54,6 +64,7 @@ class StepsMixin:
     _canceled: Set[str]
     _running: Dict[str, Any]
     _sleep: Any
+    now_ms: Callable[[], int]
 
     def check_canceled(self, call: Call, context: Context) -> None:
         """Raise PromiseCanceledError if ``call``, its parent or its root was canceled.
@@ -153,11 +164,18 @@ class StepsMixin:
         self, promise_id: str, deadline: int, param: Value, tags: Dict[str, str]
     ) -> DurablePromise:
         try:
-            return self.store.create(
-                promise_id, deadline, param=param, tags=tags, idempotency_key=promise_id
-            ).promise
+            return cast(
+                DurablePromise,
+                self.store.create(
+                    promise_id,
+                    deadline,
+                    param=param,
+                    tags=tags,
+                    idempotency_key=promise_id,
+                ).promise,
+            )
         except PromiseAlreadyExistsError:
-            return self.store.get(promise_id)
+            return cast(DurablePromise, self.store.get(promise_id))
 
     def notify(self, promise: DurablePromise) -> None:
         """A promise was completed through this process: wake whoever waits on it."""

@@ -17,7 +17,7 @@ import binascii
 import json
 import sys
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Type, cast
 
 from .exceptions import EncodingError, ResonateError
 from .promise import Value
@@ -139,7 +139,7 @@ def decode_error(value: Value) -> BaseException:
     return error
 
 
-def _find_class(module: Any, qualname: Any) -> Optional[type]:
+def _find_class(module: Any, qualname: Any) -> Optional[Type[Exception]]:
     if not isinstance(module, str) or not isinstance(qualname, str):
         return None
     found: Any = sys.modules.get(module)
@@ -152,14 +152,19 @@ def _find_class(module: Any, qualname: Any) -> Optional[type]:
     return None
 
 
-def _instantiate(cls: type, body: Dict[str, Any]) -> Optional[BaseException]:
+def _instantiate(
+    cls: Type[BaseException], body: Dict[str, Any]
+) -> Optional[BaseException]:
     if issubclass(cls, ResonateError):
-        fields = body.get("fields") if isinstance(body.get("fields"), dict) else {}
-        error = cls.__new__(cls)
-        ResonateError.__init__(
-            error, str(body.get("message")), code=body.get("code"), **fields
+        fields = cast(
+            Dict[str, Any],
+            body.get("fields") if isinstance(body.get("fields"), dict) else {},
         )
-        return error
+        rebuilt = cls.__new__(cls)
+        ResonateError.__init__(
+            rebuilt, str(body.get("message")), code=body.get("code"), **fields
+        )
+        return rebuilt
 
     message = body.get("message")
     args = body.get("args")
@@ -178,7 +183,9 @@ def _instantiate(cls: type, body: Dict[str, Any]) -> Optional[BaseException]:
     return first
 
 
-def _build(cls: type, args: List[Any], bypass: bool) -> Optional[BaseException]:
+def _build(
+    cls: Type[BaseException], args: List[Any], bypass: bool
+) -> Optional[BaseException]:
     try:
         if not bypass:
             built: BaseException = cls(*args)

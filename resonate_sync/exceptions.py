@@ -11,7 +11,7 @@ the HTTP status is ``code // 100``.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Type
 
 __all__ = [
     "EncodingError",
@@ -64,7 +64,12 @@ class ResonateError(Exception):
         return self.message
 
 
-def _rebuild(cls: type, message: str, code: Optional[int], fields: dict) -> Any:
+def _rebuild(
+    cls: Type[ResonateError],
+    message: str,
+    code: Optional[int],
+    fields: Dict[str, Any],
+) -> Any:
     error = cls.__new__(cls)
     ResonateError.__init__(error, message, code=code, **fields)
     return error
@@ -180,7 +185,7 @@ class ScheduleAlreadyExistsError(ResonateError):
     default_code = 40901
 
 
-_BY_CODE: dict = {
+_BY_CODE: Dict[int, Type[ResonateError]] = {
     40000: InvalidRequestError,
     40301: PromiseAlreadyCompletedError,
     40302: PromiseAlreadyCompletedError,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Optional, Tuple, Type
+from typing import Any, Mapping, Optional, Tuple, Type, cast
 
 from .exceptions import InvalidRequestError
 from .promise import validate_tags
@@ -106,7 +106,7 @@ def _check_types(types: Any) -> Tuple[Type[BaseException], ...]:
             raise InvalidRequestError(
                 f"non_retryable must hold exception types, not {item!r}"
             )
-    return types
+    return cast(Tuple[Type[BaseException], ...], types)
 
 
 def _check_key(key: Any) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from typing import Any, Dict, Iterable, Mapping, NamedTuple, Optional
+from typing import Any, Dict, FrozenSet, Iterable, Mapping, NamedTuple, Optional
 
 from .exceptions import (
     InvalidRequestError,
@@ -68,9 +68,7 @@ class State(str, enum.Enum):
 
 
 #: The states a completion may ask for.
-COMPLETION_STATES = frozenset(
-    {State.RESOLVED, State.REJECTED, State.REJECTED_CANCELED}
-)
+COMPLETION_STATES = frozenset({State.RESOLVED, State.REJECTED, State.REJECTED_CANCELED})
 
 _ALREADY_CODES = {
     State.RESOLVED: (40301, "resolved"),
@@ -336,7 +334,7 @@ def already_completed(promise: DurablePromise) -> PromiseAlreadyCompletedError:
     )
 
 
-def states_for_filter(state: Optional[str]) -> Optional[frozenset]:
+def states_for_filter(state: Optional[str]) -> Optional[FrozenSet[State]]:
     """The states a search's ``state`` filter admits, or None for all.
 
     ``rejected`` admits canceled and timed-out promises too.

@@ -153,6 +153,6 @@ def policy_from_json(body: Mapping[str, Any]) -> RetryPolicy:
     if cls is None:
         raise InvalidRequestError(f"unknown retry policy type {kind!r}")
     try:
-        return cls(**fields)  # type: ignore[return-value]
+        return cls(**fields)
     except TypeError as err:
         raise InvalidRequestError(f"bad retry policy {body!r}: {err}") from err

@@ -239,7 +239,8 @@ def _checked_url(url: Any) -> str:
         raise InvalidRequestError(
             f"server url must look like http://host:port, not {url!r}"
         )
-    return url.rstrip("/")
+    checked: str = url.rstrip("/")
+    return checked
 
 
 def _json(method: str, path: str, response: requests.Response) -> Any:

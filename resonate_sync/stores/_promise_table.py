@@ -143,7 +143,11 @@ def create(
     return apply(connection, transition, stored)
 
 
-def complete(connection: sqlite3.Connection, request: Tuple, now: int) -> Written:
+def complete(
+    connection: sqlite3.Connection,
+    request: Tuple[str, State, Value, Optional[str], bool],
+    now: int,
+) -> Written:
     # The common case, completing a pending promise before its timeout, is
     # one statement; anything else reads the promise and lets the rules decide.
     # A state that is no completion (PENDING, REJECTED_TIMEDOUT) must reach
@@ -237,7 +241,9 @@ def select(connection: sqlite3.Connection, promise_id: str) -> Optional[DurableP
     return None if row is None else promise(row)
 
 
-def search(connection: sqlite3.Connection, query: Dict[str, Any], states: Any) -> List:
+def search(
+    connection: sqlite3.Connection, query: Dict[str, Any], states: Any
+) -> List[Tuple[int, DurablePromise]]:
     sql = [f"{_SELECT} WHERE id GLOB ?"]
     params: List[Any] = [glob(query["pattern"])]
     if states is not None:
@@ -264,7 +270,7 @@ def glob(pattern: str) -> str:
     return pattern.replace("[", "[[]").replace("?", "[?]")
 
 
-def promise(row: Tuple) -> DurablePromise:
+def promise(row: Tuple[Any, ...]) -> DurablePromise:
     (
         _,
         promise_id,
@@ -298,7 +304,7 @@ def promise(row: Tuple) -> DurablePromise:
     )
 
 
-def row_values(promise: DurablePromise) -> Tuple:
+def row_values(promise: DurablePromise) -> Tuple[Any, ...]:
     return (
         next_sort_id(),
         promise.id,

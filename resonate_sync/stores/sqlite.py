@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional, TypeVar, cast
 
 import sqlite_utils
 
@@ -41,6 +41,8 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 #: The schema version this release writes (``PRAGMA user_version``).
 SCHEMA_VERSION = table.SCHEMA_VERSION
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +162,9 @@ class SQLiteStore:
             self._open()
             self._pid = os.getpid()
 
-    def _write(self, write: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _write(self, write: Callable[[sqlite3.Connection], _T]) -> _T:
         self._check_fork()
-        return self._commit.run(write)
+        return cast(_T, self._commit.run(write))
 
     def close(self) -> None:
         """Close this process's connections; the store is unusable afterwards.
