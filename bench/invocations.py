@@ -48,17 +48,21 @@ def _rate(count: int, work: Callable[[], None]) -> float:
 
 def one_at_a_time(resonate: Resonate, prefix: str, count: int) -> float:
     """``resonate.run`` in a loop: the caller runs each function itself."""
+
     def work() -> None:
         for number in range(count):
             resonate.run(add, f"{prefix}{number}", number, 1)
+
     return _rate(count, work)
 
 
 def one_at_a_time_pooled(resonate: Resonate, prefix: str, count: int) -> float:
     """``invoke_local(...).result()`` in a loop."""
+
     def work() -> None:
         for number in range(count):
             resonate.invoke_local(add, f"{prefix}{number}", number, 1).result()
+
     return _rate(count, work)
 
 
@@ -70,9 +74,13 @@ def burst(resonate: Resonate, prefix: str, count: int, threads: int) -> float:
     def start(index: int) -> None:
         barrier.wait()
         for number in range(index, count, threads):
-            handles[index].append(resonate.invoke_local(add, f"{prefix}{number}", number, 1))
+            handles[index].append(
+                resonate.invoke_local(add, f"{prefix}{number}", number, 1)
+            )
 
-    starters = [threading.Thread(target=start, args=(index,)) for index in range(threads)]
+    starters = [
+        threading.Thread(target=start, args=(index,)) for index in range(threads)
+    ]
     for starter in starters:
         starter.start()
 
@@ -83,6 +91,7 @@ def burst(resonate: Resonate, prefix: str, count: int, threads: int) -> float:
         for group in handles:
             for handle in group:
                 handle.result()
+
     return _rate(count, work)
 
 
@@ -96,12 +105,18 @@ def main(argv: List[str]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         with _fresh(directory, "run.db", 4) as resonate:
             one_at_a_time(resonate, "warm", 1000)
-            print(f"one at a time, run():            {one_at_a_time(resonate, 'r', args.count):>9,.0f}/s")
+            print(
+                f"one at a time, run():            {one_at_a_time(resonate, 'r', args.count):>9,.0f}/s"
+            )
         with _fresh(directory, "pooled.db", 4) as resonate:
-            print(f"one at a time, invoke+result():  {one_at_a_time_pooled(resonate, 'p', args.count):>9,.0f}/s")
+            print(
+                f"one at a time, invoke+result():  {one_at_a_time_pooled(resonate, 'p', args.count):>9,.0f}/s"
+            )
         with _fresh(directory, "burst.db", args.threads * 2) as resonate:
             rate = burst(resonate, "b", args.count, args.threads)
-            print(f"burst of {args.count:,} from {args.threads} threads:  {rate:>9,.0f}/s")
+            print(
+                f"burst of {args.count:,} from {args.threads} threads:  {rate:>9,.0f}/s"
+            )
         with _fresh(directory, "grow.db", 4) as resonate:
             growth(resonate, args.count, args.grow)
 

@@ -52,12 +52,16 @@ def main(argv: List[str]) -> None:
             for first in range(0, args.count, args.window):
                 numbers = range(first, min(first + args.window, args.count))
                 handles = [resonate.invoke_local(work, f"m{n}", n) for n in numbers]
-                assert [handle.result() for handle in handles] == [n * 2 for n in numbers]
+                assert [handle.result() for handle in handles] == [
+                    n * 2 for n in numbers
+                ]
                 done = numbers[-1] + 1
                 if done % args.every == 0 or done == args.count:
                     gc.collect()
                     rate = done / (time.perf_counter() - start)
-                    print(f"{done:>10,} invocations  {resident_mib():8.1f} MiB  {rate:,.0f}/s")
+                    print(
+                        f"{done:>10,} invocations  {resident_mib():8.1f} MiB  {rate:,.0f}/s"
+                    )
             size = os.path.getsize(os.path.join(directory, "memory.db")) / 2**20
             print(f"database file: {size:,.0f} MiB")
 

@@ -20,6 +20,7 @@ from .. import promise as rules
 from ..exceptions import InvalidRequestError, LockHeldError, StoreError
 from ..promise import EMPTY, DurablePromise, State, Value
 from . import _schedule_table as schedule_table
+from ._paging import page
 from .base import Lock, Written
 
 logger = logging.getLogger(__name__)
@@ -244,23 +245,20 @@ def select(connection: sqlite3.Connection, promise_id: str) -> Optional[DurableP
 def search(
     connection: sqlite3.Connection, query: Dict[str, Any], states: Any
 ) -> List[Tuple[int, DurablePromise]]:
-    sql = [f"{_SELECT} WHERE id GLOB ?"]
-    params: List[Any] = [glob(query["pattern"])]
+    where: List[str] = []
+    where_params: List[Any] = []
     if states is not None:
-        sql.append(f"AND state IN ({','.join('?' * len(states))})")
-        params.extend(sorted(state.value for state in states))
-    for key, value in sorted(query["tags"].items()):
-        sql.append(
-            "AND EXISTS (SELECT 1 FROM json_each(promises.tags)"
-            " WHERE json_each.key = ? AND json_each.value = ?)"
-        )
-        params.extend([key, value])
-    if query.get("before") is not None:
-        sql.append("AND (sort_id, id) < (?, ?)")
-        params.extend(query["before"])
-    sql.append("ORDER BY sort_id DESC, id DESC LIMIT ?")
-    params.append(query["limit"])
-    rows = connection.execute(" ".join(sql), params).fetchall()
+        where.append(f"AND state IN ({','.join('?' * len(states))})")
+        where_params.extend(sorted(state.value for state in states))
+    rows = page(
+        connection,
+        _SELECT,
+        "promises",
+        glob(query["pattern"]),
+        query,
+        where,
+        where_params,
+    )
     return [(row[0], promise(row)) for row in rows]
 
 

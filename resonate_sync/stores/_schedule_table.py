@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..exceptions import ScheduleAlreadyExistsError, ScheduleNotFoundError
 from ..promise import EMPTY, DurablePromise, State, Value
+from ._paging import page
 from .base import Schedule, Written
 
 __all__ = [
@@ -181,20 +182,7 @@ def search(
     connection: sqlite3.Connection, query: Dict[str, Any], glob: str
 ) -> List[Tuple[int, Schedule]]:
     """One page of ``(sort_id, schedule)``, newest first (see ``sqlite.py``)."""
-    sql = [f"{_SELECT} WHERE id GLOB ?"]
-    params: List[Any] = [glob]
-    for key, value in sorted(query["tags"].items()):
-        sql.append(
-            "AND EXISTS (SELECT 1 FROM json_each(schedules.tags)"
-            " WHERE json_each.key = ? AND json_each.value = ?)"
-        )
-        params.extend([key, value])
-    if query.get("before") is not None:
-        sql.append("AND (sort_id, id) < (?, ?)")
-        params.extend(query["before"])
-    sql.append("ORDER BY sort_id DESC, id DESC LIMIT ?")
-    params.append(query["limit"])
-    rows = connection.execute(" ".join(sql), params).fetchall()
+    rows = page(connection, _SELECT, "schedules", glob, query)
     return [(row[0], _schedule(row)) for row in rows]
 
 
@@ -209,28 +197,57 @@ def not_found(schedule_id: str) -> ScheduleNotFoundError:
 
 
 def _schedule(row: Tuple[Any, ...]) -> Schedule:
-    (_, schedule_id, description, cron, tags, promise_id, promise_timeout,
-     param_headers, param_data, promise_tags, key, created_on, next_run,
-     last_run) = row
+    (
+        _,
+        schedule_id,
+        description,
+        cron,
+        tags,
+        promise_id,
+        promise_timeout,
+        param_headers,
+        param_data,
+        promise_tags,
+        key,
+        created_on,
+        next_run,
+        last_run,
+    ) = row
     param = EMPTY
     if param_headers or param_data:
         param = Value(_load(param_headers), param_data)
     return Schedule(
-        id=schedule_id, cron=cron, promise_id=promise_id,
-        promise_timeout=promise_timeout, description=description,
-        tags=_load(tags) or {}, promise_param=param,
-        promise_tags=_load(promise_tags) or {}, idempotency_key=key,
-        created_on=created_on, next_run_time=next_run, last_run_time=last_run,
+        id=schedule_id,
+        cron=cron,
+        promise_id=promise_id,
+        promise_timeout=promise_timeout,
+        description=description,
+        tags=_load(tags) or {},
+        promise_param=param,
+        promise_tags=_load(promise_tags) or {},
+        idempotency_key=key,
+        created_on=created_on,
+        next_run_time=next_run,
+        last_run_time=last_run,
     )
 
 
 def _row_values(schedule: Schedule, sort_id: int) -> Tuple[Any, ...]:
     return (
-        sort_id, schedule.id, schedule.description, schedule.cron,
-        _dump(schedule.tags), schedule.promise_id, schedule.promise_timeout,
-        _dump(schedule.promise_param.headers), schedule.promise_param.data or None,
-        _dump(schedule.promise_tags), schedule.idempotency_key,
-        schedule.created_on, schedule.next_run_time, schedule.last_run_time,
+        sort_id,
+        schedule.id,
+        schedule.description,
+        schedule.cron,
+        _dump(schedule.tags),
+        schedule.promise_id,
+        schedule.promise_timeout,
+        _dump(schedule.promise_param.headers),
+        schedule.promise_param.data or None,
+        _dump(schedule.promise_tags),
+        schedule.idempotency_key,
+        schedule.created_on,
+        schedule.next_run_time,
+        schedule.last_run_time,
     )
 
 
