@@ -105,13 +105,11 @@ def main(argv: List[str]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         with _fresh(directory, "run.db", 4) as resonate:
             one_at_a_time(resonate, "warm", 1000)
-            print(
-                f"one at a time, run():            {one_at_a_time(resonate, 'r', args.count):>9,.0f}/s"
-            )
+            rate = one_at_a_time(resonate, "r", args.count)
+            print(f"one at a time, run():            {rate:>9,.0f}/s")
         with _fresh(directory, "pooled.db", 4) as resonate:
-            print(
-                f"one at a time, invoke+result():  {one_at_a_time_pooled(resonate, 'p', args.count):>9,.0f}/s"
-            )
+            rate = one_at_a_time_pooled(resonate, "p", args.count)
+            print(f"one at a time, invoke+result():  {rate:>9,.0f}/s")
         with _fresh(directory, "burst.db", args.threads * 2) as resonate:
             rate = burst(resonate, "b", args.count, args.threads)
             print(
