@@ -87,7 +87,10 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--directory", default=".", help="what to measure (default: .)")
     parser.add_argument("--report", default="report.txt", help="file to append to")
     parser.add_argument("--db", help="SQLite file (default: resonate.db)")
-    parser.add_argument("--runs", type=int, default=0, help="exit after N runs here")
+    parser.add_argument(
+        "--runs", type=int, default=0,
+        help="exit after N runs here (default 0: run until interrupted)",
+    )
     args = parser.parse_args(argv)
 
     cron = "* * * * *" if args.every_minute else args.cron or NIGHTLY
