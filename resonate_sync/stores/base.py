@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import binascii
 import dataclasses
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Protocol
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol
 
 from ..exceptions import InvalidRequestError
 from ..promise import EMPTY, DurablePromise, State, Value
@@ -121,9 +121,11 @@ class Schedule:
             promiseTags=dict(self.promise_tags),
             createdOn=self.created_on,
         )
-        for key, value in (("idempotencyKey", self.idempotency_key),
-                           ("nextRunTime", self.next_run_time),
-                           ("lastRunTime", self.last_run_time)):
+        for key, value in (
+            ("idempotencyKey", self.idempotency_key),
+            ("nextRunTime", self.next_run_time),
+            ("lastRunTime", self.last_run_time),
+        ):
             if value is not None:
                 body[key] = value
         return body
@@ -134,6 +136,24 @@ class SchedulePage(NamedTuple):
 
     schedules: List[Schedule]
     cursor: Optional[str]
+
+
+class CompletionShorthands:
+    """``resolve``, ``reject`` and ``cancel`` for a store that has ``complete``."""
+
+    complete: Callable[..., Written]  # the store's own
+
+    def resolve(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
+        """Shorthand for ``complete(promise_id, State.RESOLVED, value=value)``."""
+        return self.complete(promise_id, State.RESOLVED, value=value, **kwargs)
+
+    def reject(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
+        """Shorthand for ``complete(promise_id, State.REJECTED, value=value)``."""
+        return self.complete(promise_id, State.REJECTED, value=value, **kwargs)
+
+    def cancel(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
+        """Shorthand for ``complete(promise_id, State.REJECTED_CANCELED, ...)``."""
+        return self.complete(promise_id, State.REJECTED_CANCELED, value=value, **kwargs)
 
 
 class PromiseStore(Protocol):

@@ -26,7 +26,14 @@ from ._http import (
     refusal,
     search_params,
 )
-from .base import Schedule, SchedulePage, SearchPage, Written, validate_value
+from .base import (
+    CompletionShorthands,
+    Schedule,
+    SchedulePage,
+    SearchPage,
+    Written,
+    validate_value,
+)
 
 __all__ = ["Lock", "RemoteStore", "Schedule", "SchedulePage"]
 
@@ -44,7 +51,7 @@ class Lock:
     expires_at: int
 
 
-class RemoteStore:
+class RemoteStore(CompletionShorthands):
     """Durable promises, locks and schedules on a Resonate server.
 
     :param url: the server's base URL, e.g. ``http://127.0.0.1:8001``.
@@ -174,18 +181,6 @@ class RemoteStore:
             if stored.idempotency_key_for_complete == key and stored.state is state:
                 return Written(stored, False)
         return self._written(answer, promise_id)
-
-    def resolve(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
-        """Shorthand for ``complete(promise_id, State.RESOLVED, value=value)``."""
-        return self.complete(promise_id, State.RESOLVED, value=value, **kwargs)
-
-    def reject(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
-        """Shorthand for ``complete(promise_id, State.REJECTED, value=value)``."""
-        return self.complete(promise_id, State.REJECTED, value=value, **kwargs)
-
-    def cancel(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
-        """Shorthand for ``complete(promise_id, State.REJECTED_CANCELED, ...)``."""
-        return self.complete(promise_id, State.REJECTED_CANCELED, value=value, **kwargs)
 
     def get(self, promise_id: str) -> DurablePromise:
         """Read a promise; the server times it out first if its timeout passed.

@@ -35,7 +35,15 @@ from . import _schedule_table as schedule_table
 from . import _promise_table as table
 from ._commit import GroupCommit
 from ._fork import ForkGate, pause_across_fork
-from .base import Lock, Schedule, SchedulePage, SearchPage, Written, validate_value
+from .base import (
+    CompletionShorthands,
+    Lock,
+    Schedule,
+    SchedulePage,
+    SearchPage,
+    Written,
+    validate_value,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -51,7 +59,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class SQLiteStore:
+class SQLiteStore(CompletionShorthands):
     """Durable promises in a SQLite file, through sqlite-utils.
 
     :param path: the database file; created with its schema when missing.
@@ -270,18 +278,6 @@ class SQLiteStore:
             lambda connection: table.complete(connection, request, self.clock()),
             callback,
         )
-
-    def resolve(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
-        """Shorthand for ``complete(promise_id, State.RESOLVED, value=value)``."""
-        return self.complete(promise_id, State.RESOLVED, value=value, **kwargs)
-
-    def reject(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
-        """Shorthand for ``complete(promise_id, State.REJECTED, value=value)``."""
-        return self.complete(promise_id, State.REJECTED, value=value, **kwargs)
-
-    def cancel(self, promise_id: str, value: Value = EMPTY, **kwargs: Any) -> Written:
-        """Shorthand for ``complete(promise_id, State.REJECTED_CANCELED, ...)``."""
-        return self.complete(promise_id, State.REJECTED_CANCELED, value=value, **kwargs)
 
     def get(self, promise_id: str) -> DurablePromise:
         """Read a promise, timing it out first when its timeout has passed.
