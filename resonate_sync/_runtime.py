@@ -538,15 +538,14 @@ class Runtime(StepsMixin, RecoveryMixin):
     # -- encoding ---------------------------------------------------------
 
     def _encode_param(self, call: Call) -> Any:
-        body = {
-            "func": call.registered.name,
-            "args": list(call.args),
-            "kwargs": call.kwargs,
-            "version": 1,
-            "retryPolicy": call.options.retry_policy.to_json(),  # type: ignore[union-attr]
-        }
+        policy = call.options.retry_policy
         try:
-            return encoding.encode_value(body)
+            return encoding.encode_invocation(
+                call.registered.name,
+                call.args,
+                call.kwargs,
+                None if policy is None else policy.to_json(),
+            )
         except EncodingError:
             _raise_for_argument(call)
             raise

@@ -17,7 +17,7 @@ import binascii
 import json
 import sys
 import traceback
-from typing import Any, Dict, List, Optional, Type, cast
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, cast
 
 from .exceptions import EncodingError, ResonateError
 from .promise import Value
@@ -28,6 +28,7 @@ __all__ = [
     "decode_json",
     "decode_value",
     "encode_error",
+    "encode_invocation",
     "encode_json",
     "encode_value",
 ]
@@ -85,6 +86,28 @@ def encode_value(obj: Any, what: str = "value") -> Value:
 def decode_value(value: Value, what: str = "value") -> Any:
     """Decode a promise value made by :func:`encode_value` (empty is None)."""
     return decode_json(value.data, what)
+
+
+def encode_invocation(
+    function: str,
+    args: Sequence[Any],
+    kwargs: Optional[Mapping[str, Any]],
+    retry_policy: Optional[Mapping[str, Any]],
+) -> Value:
+    """The param of an invocation's promise: ``{func, args, kwargs, version,
+    retryPolicy}``, the shape the runtime and schedules write and recovery reads.
+
+    :param retry_policy: the policy's JSON, or None for the registered one.
+    :raises EncodingError: when an argument is not JSON.
+    """
+    body = {
+        "func": function,
+        "args": list(args),
+        "kwargs": dict(kwargs or {}),
+        "version": 1,
+        "retryPolicy": retry_policy,
+    }
+    return encode_value(body, f"arguments of {function!r}")
 
 
 def encode_error(error: BaseException) -> Value:

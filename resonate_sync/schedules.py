@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence
 
 from . import _cron, encoding
 from ._registry import Registered
-from ._runtime import INVOCATION_TAG
+from ._tags import INVOCATION_TAG
 from .exceptions import InvalidRequestError, ResonateError, ScheduleAlreadyExistsError
 from .options import DEFAULT_TIMEOUT, Options
 from .promise import Value
@@ -68,14 +68,8 @@ def invocation_param(
     Without a retry policy, a recovered run uses the function's registered one.
     :raises EncodingError: when an argument is not JSON.
     """
-    body = {
-        "func": function,
-        "args": list(args),
-        "kwargs": dict(kwargs or {}),
-        "version": 1,
-        "retryPolicy": None if retry_policy is None else retry_policy.to_json(),
-    }
-    return encoding.encode_value(body, f"arguments of {function!r}")
+    policy = None if retry_policy is None else retry_policy.to_json()
+    return encoding.encode_invocation(function, args, kwargs, policy)
 
 
 class Schedules:
@@ -200,7 +194,11 @@ def schedule_invocation(
     resolved = registered.defaults.merged(options)
     args, kwargs = invocation
     return schedules.create(
-        schedule_id, cron, registered.name, args, kwargs,
+        schedule_id,
+        cron,
+        registered.name,
+        args,
+        kwargs,
         timeout=resolved.timeout,  # type: ignore[arg-type]
         tags=resolved.tags,
         retry_policy=resolved.retry_policy,
@@ -306,7 +304,9 @@ class FiringLoop:
         if run_time != schedule.next_run_time:
             logger.info(
                 "schedule %r fired its latest missed run %d, skipping from %s",
-                schedule.id, run_time, schedule.next_run_time,
+                schedule.id,
+                run_time,
+                schedule.next_run_time,
             )
         return 1
 

@@ -15,7 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from .._outcome import outcome
-from .._runtime import INVOCATION_TAG
+from .._tags import INVOCATION_TAG
 from ..exceptions import InvalidRequestError, PromiseNotFoundError
 from ..promise import State
 
